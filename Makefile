@@ -1,0 +1,41 @@
+# The two README commands. Each sets itself up: .venv, torch first (pinned: the local CPU wheel;
+# an unpinned torch would pull several GB of CUDA packages), then interop with its test extras.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.interop-installed
+TORCH   := torch==2.13.0
+
+.PHONY: demo test test-all samples conformance clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+samples/mobilenet_v2.pt: $(STAMP) samples/models.py scripts/make_samples.py
+	$(BIN)/python scripts/make_samples.py --only-large
+
+samples: $(STAMP)
+	$(BIN)/python scripts/make_samples.py --large
+
+demo: $(STAMP) samples/mobilenet_v2.pt
+	$(BIN)/interop doctor
+	$(BIN)/interop build samples/lstm_sum.pt --out demo-out
+	$(BIN)/interop build samples/mobilenet_v2.pt --labels samples/mobilenet_v2.labels.txt --out demo-out
+	@echo "artifacts and reports: demo-out/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+conformance: $(STAMP)
+	$(BIN)/python scripts/coreml_conformance.py --subset full
+
+clean:
+	rm -rf demo-out .pytest_cache

@@ -1,0 +1,43 @@
+"""interop: one PyTorch model in, an ONNX model and a Core ML package out, proven to agree.
+
+Public API::
+
+    from interop import build, BuildConfig
+    report = build(BuildConfig(model="model.pt", inputs=["x:1x3x224x224"], dynamic=["x:0=batch:1..64"]))
+    report.passed, report.data["targets"]["onnx"]["path"]
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy modules load on first use, so `interop --help` stays instant
+    from .config import BuildConfig
+    from .report import Report
+    from .spec import InputSpec, TensorSpec
+
+__all__ = ["build", "BuildConfig", "InputSpec", "TensorSpec", "Report", "__version__"]
+
+
+def build(config: "BuildConfig") -> "Report":
+    from .pipeline import build as _build
+
+    return _build(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BuildConfig":
+        from .config import BuildConfig
+
+        return BuildConfig
+    if name in ("InputSpec", "TensorSpec"):
+        from . import spec
+
+        return getattr(spec, name)
+    if name == "Report":
+        from .report import Report
+
+        return Report
+    raise AttributeError(name)

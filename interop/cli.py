@@ -1,0 +1,173 @@
+"""The `interop` command: parse -> call the library -> render. The one error boundary: an
+InteropError becomes one red line on stderr and its exit code (2 bad input, 1 target failed);
+``--debug`` shows tracebacks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="One PyTorch model in; an ONNX model and a Core ML package out, proven to agree.")
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")) -> None:
+    _STATE["debug"] = debug
+
+
+@app.command()
+def build(
+    model: str = typer.Argument(..., help="Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN."),
+    input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224"),
+    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64"),
+    output_name: List[str] = typer.Option([], "--output-name", help="Name of each output, in order."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default: the model's folder)."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated: onnx,coreml"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Core ML compute precision: fp16 (default) or fp32"),
+    config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml with [tool.interop]"),
+    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN building the model for a state_dict"),
+    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module (runs code from the file)."),
+    samples: Optional[str] = typer.Option(None, "--samples", help=".npz of input arrays named after the inputs"),
+    json_out: bool = typer.Option(False, "--json", help="Print exactly the JSON report on stdout, nothing else."),
+    exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter: auto, torchscript, dynamo"),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 20)"),
+    deployment_target: Optional[str] = typer.Option(None, "--deployment-target", help="Core ML target, e.g. iOS16"),
+    coreml_shapes: Optional[str] = typer.Option(None, "--coreml-shapes", help="range (default) or enumerated"),
+    tolerance: List[str] = typer.Option([], "--tolerance", help="NAME:rel_l2=1e-3[,max_rel=...] per output ('*' all)"),
+    keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep rejected artifacts as <stem>.FAILED.*"),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Seeded samples per shape case (default 2)"),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Class labels file, one per line"),
+) -> None:
+    """Export MODEL to ONNX and Core ML and check both against PyTorch."""
+
+    def run() -> int:
+        from .config import merge, read_config_file
+        from .pipeline import build as run_build
+
+        cli = {"model": model, "inputs": input, "dynamic": dynamic, "output_names": output_name, "out": out,
+               "targets": [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else None,
+               "precision": precision, "factory": factory, "trust": trust or None, "samples": samples,
+               "exporter": exporter, "opset": opset, "deployment_target": deployment_target,
+               "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
+               "num_samples": num_samples, "labels": labels}
+        cfg = merge(cli, read_config_file(config))
+        report = _with_progress(lambda: run_build(cfg), quiet=json_out)
+        if json_out:
+            sys.stdout.write(report.to_json_text())
+        else:
+            from .console import render_build
+
+            render_build(report)
+        return 0 if report.passed else 1
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command()
+def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Platform, versions, runtimes available here, and known-bad combinations."""
+    from .doctor import diagnose
+
+    info = diagnose()
+    if json_out:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    print(f"platform: {info['platform']}  python {info['python']}")
+    for name, version in info["versions"].items():
+        print(f"  {name:12s} {version or 'not installed'}")
+    print("runtimes:")
+    for name, ok in info["runtimes"].items():
+        print(f"  {'yes' if ok else 'no ':3s}  {name}")
+    print("known problems:" if info["problems"] else "known problems: none")
+    for p in info["problems"]:
+        print(f"  - {p}")
+
+
+@app.command()
+def inspect(artifact: str = typer.Argument(..., help=".onnx file or .mlpackage folder"),
+            json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Inputs, outputs, shapes and metadata of an artifact."""
+
+    def run() -> int:
+        from .inspecting import inspect_artifact
+
+        info = inspect_artifact(artifact)
+        if json_out:
+            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        else:
+            from .console import render_inspect
+
+            render_inspect(info)
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command()
+def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
+           json_out: bool = typer.Option(False, "--json", help="Print the new JSON report.")) -> None:
+    """Re-run the agreement checks of the artifacts a report lists against its source model."""
+
+    def run() -> int:
+        from .verifying import verify_report
+
+        report = _with_progress(lambda: verify_report(report_path), quiet=json_out)
+        if json_out:
+            sys.stdout.write(report.to_json_text())
+        else:
+            from .console import render_build
+
+            render_build(report, verb="verify")
+        return 0 if report.passed else 1
+
+    raise typer.Exit(_guard(run))
+
+
+def _with_progress(fn, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return fn()
+    from rich.console import Console
+
+    with Console(stderr=True).status("interop: exporting and checking…"):
+        return fn()
+
+
+def _guard(fn) -> int:
+    from .errors import InteropError
+
+    try:
+        return fn()
+    except InteropError as exc:
+        if _STATE["debug"]:
+            raise
+        _red(f"interop: {exc.line()}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _red("interop: interrupted; previous artifacts are untouched")
+        return 130
+    except Exception as exc:  # a bug in interop or a library: one line, traceback with --debug
+        if _STATE["debug"]:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        _red(f"interop: internal error {type(exc).__name__}: {first} — rerun with --debug and report it")
+        return 1
+
+
+def _red(line: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\x1b[31m{line}\x1b[0m\n")
+    else:
+        sys.stderr.write(line + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

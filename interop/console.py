@@ -1,0 +1,54 @@
+"""Rich console rendering of reports and inspections (stdout)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    return f"{v:.2e}"
+
+
+def render_build(report: Any, verb: str = "build") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    d = report.data
+    for name, t in d["targets"].items():
+        if t["status"] == "ok":
+            how = t.get("exporter") or t.get("capture") or ""
+            console.print(f"[green]✓[/] {name}: {t['path'] or '(not kept)'}  [dim]{how} {t.get('seconds', '')}s[/]")
+        elif t["status"] == "failed":
+            console.print(f"[red]✗ {name}: {t['error']}[/]")
+    table = Table(title="agreement with PyTorch (worst sample)", show_lines=False)
+    for col in ("target", "runtime", "case", "output", "rel_l2", "max_abs", "top-1", "ok"):
+        table.add_column(col)
+    for a in report.summary_rows():
+        table.add_row(a["target"], a["runtime"], a["case"], a["output"], _fmt(a["rel_l2"]), _fmt(a["max_abs"]),
+                      _fmt(a["top1"]) if a["top1"] is None else f"{a['top1']:.2f}",
+                      "[green]yes[/]" if a["passed"] else "[red]NO[/]")
+    if report.summary_rows():
+        console.print(table)
+    for w in d["warnings"]:
+        console.print(f"[yellow]! {w}[/]")
+    console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
+
+
+def render_inspect(info: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{info['path']}[/] ({info['format']})")
+    for kind in ("inputs", "outputs"):
+        console.print(f"{kind}:")
+        for t in info[kind]:
+            console.print(f"  {t['name']}: {t['type']} {t['shape']}")
+    if info.get("metadata"):
+        console.print("metadata:")
+        for k, v in info["metadata"].items():
+            console.print(f"  {k}: {str(v)[:200]}")

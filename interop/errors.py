@@ -1,0 +1,61 @@
+"""The error kinds of interop.
+
+Library code raises one of these; only ``interop.cli`` turns them into one red line and an exit
+code. Every message says what went wrong *and* what to do next.
+"""
+
+from __future__ import annotations
+
+
+class InteropError(Exception):
+    """Base of every error interop raises on purpose.
+
+    ``exit_code`` follows the CLI contract: 2 for bad usage or input, 1 for a target that failed
+    or disagreed.
+    """
+
+    exit_code = 2
+    kind = "error"
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """The one line the user sees: what was wrong, then what to do."""
+        if self.hint:
+            return f"{self.message} — {self.hint}"
+        return self.message
+
+
+class LoadError(InteropError):
+    """The model file cannot be read as a model."""
+
+    kind = "load"
+
+
+class SpecError(InteropError):
+    """The input specification (flags, config, samples) is malformed or does not fit the model."""
+
+    kind = "spec"
+
+
+class ExportError(InteropError):
+    """A target could not be produced."""
+
+    exit_code = 1
+    kind = "export"
+
+
+class UnsupportedOpError(ExportError):
+    """An op has no translation (for a target) or no kernel (in a runtime)."""
+
+    kind = "unsupported-op"
+
+
+class AgreementError(InteropError):
+    """An artifact computes something other than the PyTorch model."""
+
+    exit_code = 1
+    kind = "agreement"

@@ -1,0 +1,280 @@
+"""Every model source -> (module in eval mode, hints), safely.
+
+Sources: TorchScript archives, ``torch.export`` programs (``.pt2``), pickled ``nn.Module``s (only
+with ``trust``: unpickling runs code), ``state_dict`` files with a factory, and ``module:factory``
+entry points. Hints are the input spec, output names and labels carried by the source: an
+``interop.json`` extra file in a TorchScript archive, a ``<stem>.interop.json`` sidecar, or the
+example inputs of an ExportedProgram.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import pickletools
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LoadError
+
+SPEC_EXTRA_FILE = "interop.json"
+
+
+@dataclass
+class Source:
+    module: Any
+    format: str
+    path: str
+    sha256: str | None = None
+    hints: dict[str, Any] = field(default_factory=dict)
+    forward_names: list[str] | None = None
+
+    @property
+    def parameters(self) -> int:
+        try:
+            return int(sum(p.numel() for p in self.module.parameters()))
+        except Exception:
+            return 0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_source(model: str, factory: str | None = None, trust: bool = False) -> Source:
+    """Load ``model`` (a path or ``module:fn``) into a :class:`Source`."""
+    path = Path(model)
+    if not path.exists():
+        if _looks_like_factory(model) and factory is None:
+            return _from_factory(model)
+        raise LoadError(f"model file {model} does not exist", hint="check the path")
+    if path.is_dir():
+        raise LoadError(f"{model} is a folder, not a model file", hint="pass a .pt, .pt2 or .pth file")
+    if path.stat().st_size == 0:
+        raise LoadError(f"model file {model} is empty", hint="re-save the model (torch.jit.save or torch.save)")
+    if path.suffix == ".onnx":
+        raise LoadError(f"{model} is an ONNX file; interop converts PyTorch models",
+                        hint="pass the PyTorch model it came from (coremltools no longer converts ONNX)")
+    kind = _archive_kind(path)
+    source = _load_by_kind(kind, path, factory, trust)
+    source.sha256 = file_sha256(path)
+    sidecar = path.with_name(path.stem + ".interop.json")
+    if sidecar.exists() and not source.hints:
+        source.hints = _read_hints(sidecar.read_text(), str(sidecar))
+    source.module = _eval(source.module)
+    if source.forward_names is None:
+        source.forward_names = forward_names(source.module)
+    return source
+
+
+def _load_by_kind(kind: str, path: Path, factory: str | None, trust: bool) -> Source:
+    if kind == "torchscript":
+        return _load_torchscript(path)
+    if kind == "exported_program":
+        return _load_exported(path)
+    if kind in ("pickle", "legacy_pickle"):
+        return _load_pickle(path, factory, trust)
+    raise LoadError(f"{path} is not a PyTorch model file (not a TorchScript, torch.save or torch.export archive)",
+                    hint="save the model with torch.jit.save, torch.export.save or torch.save")
+
+
+def _archive_kind(path: Path) -> str:
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        return "legacy_pickle" if head[:1] == b"\x80" else "unknown"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise LoadError(f"{path} is a damaged archive: {exc}", hint="re-save the model") from exc
+    if any(n.endswith("/archive_format") for n in names) or any("/models/" in n and n.endswith(".json") for n in names):
+        return "exported_program"
+    if any(n.endswith("/constants.pkl") for n in names) or any("/code/" in n for n in names):
+        return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle"
+    return "unknown"
+
+
+def _load_torchscript(path: Path) -> Source:
+    import torch
+
+    extra = {SPEC_EXTRA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        raise LoadError(f"cannot load TorchScript archive {path}: {_first_line(exc)}",
+                        hint="the file is damaged or was saved by an incompatible torch; re-save it") from exc
+    hints = _read_hints(extra[SPEC_EXTRA_FILE], str(path)) if extra[SPEC_EXTRA_FILE] else {}
+    return Source(module, "torchscript", str(path), hints=hints)
+
+
+def _load_exported(path: Path) -> Source:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise LoadError(f"cannot load ExportedProgram {path}: {_first_line(exc)}", hint="re-save it with torch.export.save") from exc
+    hints: dict[str, Any] = {}
+    args = program.example_inputs[0] if program.example_inputs else ()
+    names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    if args and all(hasattr(a, "shape") for a in args):
+        hints["inputs"] = [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype).replace("torch.", "")}
+                           for n, a in zip(names, args)]
+    return Source(program.module(), "exported_program", str(path), hints=hints, forward_names=names)
+
+
+def scan_pickle_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a pickle (or every pickle inside a zip) would import, found by
+    reading opcodes only — nothing is executed."""
+    blobs: list[bytes] = []
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            blobs = [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
+    else:
+        blobs = [path.read_bytes()]
+    found: list[str] = []
+    for blob in blobs:
+        for name in _globals_in(blob):
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _globals_in(blob: bytes) -> list[str]:
+    import io
+
+    out: list[str] = []
+    strings: list[str] = []
+    stream = io.BytesIO(blob)
+    while stream.tell() < len(blob):  # legacy torch.save files hold several pickles back to back
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST"):
+                    out.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    out.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:
+            break
+    return out
+
+
+_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.dict", "builtins.list",
+                  "numpy.core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray", "_codecs.encode")
+
+
+def _load_pickle(path: Path, factory: str | None, trust: bool) -> Source:
+    import torch
+
+    try:  # weights_only never runs code: tensors, dicts and friends only
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as safe_exc:
+        if not trust:
+            risky = [g for g in scan_pickle_globals(path) if not g.startswith(_SAFE_PREFIXES)]
+            if not risky and "weights_only" not in str(safe_exc) and "Unsupported" not in str(safe_exc):
+                raise LoadError(f"cannot read {path}: {_first_line(safe_exc)}",
+                                hint="the file is truncated or not a torch.save file") from safe_exc
+            listed = ", ".join(risky[:12]) + (" ..." if len(risky) > 12 else "")
+            raise LoadError(f"{path} is a pickle that would import {listed or 'arbitrary code'}; "
+                            "unpickling runs code, so it was not loaded",
+                            hint="pass --trust if you trust this file, or save it with torch.jit.save / "
+                                 "torch.export.save, or save its state_dict and pass --factory")
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise LoadError(f"cannot unpickle {path}: {_first_line(exc)}",
+                            hint="the classes it needs must be importable (run from the project folder)") from exc
+    if isinstance(obj, torch.nn.Module):
+        return Source(obj, "pickle", str(path))
+    if isinstance(obj, dict):
+        if factory is None:
+            raise LoadError(f"{path} holds a state_dict (weights only), not a model",
+                            hint="pass --factory MODULE:FN that builds the model to load it into")
+        return _state_dict_into(obj, factory, path)
+    raise LoadError(f"{path} holds a {type(obj).__name__}, not a model", hint="save an nn.Module")
+
+
+def _state_dict_into(state: dict, factory: str, path: Path) -> Source:
+    source = _from_factory(factory)
+    try:
+        source.module.load_state_dict(state)
+    except Exception as exc:
+        raise LoadError(f"the state_dict in {path} does not fit the model from {factory}: {_first_line(exc)}",
+                        hint="use the factory the weights were trained with") from exc
+    return Source(source.module, "state_dict", str(path), hints=source.hints)
+
+
+def _looks_like_factory(text: str) -> bool:
+    mod, _, fn = text.partition(":")
+    return bool(mod and fn and all(p.isidentifier() for p in mod.split(".")) and fn.isidentifier())
+
+
+def _from_factory(spec: str) -> Source:
+    if not _looks_like_factory(spec):
+        raise LoadError(f"bad factory {spec!r}", hint="write MODULE:FN, e.g. mypkg.models:build")
+    mod_name, _, fn_name = spec.partition(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise LoadError(f"cannot import {mod_name!r} for factory {spec}: {_first_line(exc)}",
+                        hint="run from the folder that holds it, or install it") from exc
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise LoadError(f"{mod_name} has no callable {fn_name!r}", hint="name a function that returns an nn.Module")
+    try:
+        model = fn()
+    except Exception as exc:
+        raise LoadError(f"factory {spec} raised {_first_line(exc)}", hint="fix the factory") from exc
+    hints = getattr(fn, "interop_spec", None) or getattr(module, "INTEROP_SPEC", None) or {}
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise LoadError(f"factory {spec} returned a {type(model).__name__}, not an nn.Module", hint="return the model")
+    return Source(model, "factory", spec, hints=dict(hints))
+
+
+def _read_hints(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise LoadError(f"the interop spec in {where} is not valid JSON: {exc}", hint="fix or delete it") from exc
+    if not isinstance(data, dict):
+        raise LoadError(f"the interop spec in {where} is not a JSON object", hint="fix or delete it")
+    return data
+
+
+def _eval(module: Any) -> Any:
+    if hasattr(module, "eval"):
+        module.eval()
+    return module
+
+
+def forward_names(module: Any) -> list[str] | None:
+    """The argument names of ``forward`` (without self), for naming inputs; None if unknown."""
+    try:
+        if hasattr(module, "forward") and hasattr(module.forward, "schema"):
+            return [a.name for a in module.forward.schema.arguments[1:]]
+        params = inspect.signature(module.forward).parameters.values()
+        return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,327 @@
+"""The build, as one flat sequence: load -> spec -> reference -> ONNX -> Core ML -> agreement
+-> report, assembled in a temporary folder inside ``--out`` and moved into place at the end."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .compare import OutputDiff, compare_output, parse_tolerance, tolerance_for
+from .config import BuildConfig, read_config_file
+from .errors import ExportError, InteropError, SpecError
+from .loading import Source, load_source
+from .outdir import OutputFolder
+from .quiet import Noise, captured
+from .report import Report
+from .resolve import resolve_spec
+from .runtimes.torch_ref import run_torch
+from .spec import Case, InputSpec, case_shape, cases, make_sample, other_size
+from .targets import SUFFIX, TARGETS, flat_module, flatten_outputs, output_keys
+
+
+@dataclass
+class Reference:
+    """Seeded samples per case and the PyTorch outputs for each."""
+
+    samples: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+    outputs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
+
+
+def build(config: BuildConfig) -> Report:
+    """Run the whole job; returns the report (``report.passed`` decides the exit code)."""
+    settings = read_config_file(None, Path(config.model).parent if Path(config.model).exists() else None)
+    config = _with_file_defaults(config, settings)
+    _check_choices(config)
+    folder = OutputFolder.for_model(config.model, config.out)
+    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    spec = resolve_spec(config, source)
+    with folder.session() as work:
+        return _build_in(config, source, spec, folder, work)
+
+
+def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
+    """Settings from an interop.toml beside the model fill what the caller left at its default."""
+    defaults = BuildConfig()
+    for key, value in settings.items():
+        if getattr(config, key) == getattr(defaults, key):
+            setattr(config, key, value)
+    return config
+
+
+def _check_choices(config: BuildConfig) -> None:
+    unknown = [t for t in config.targets if t not in TARGETS]
+    if unknown or not config.targets:
+        raise SpecError(f"unknown target(s) {', '.join(unknown) or '(none)'}", hint="use --targets onnx,coreml")
+    if config.precision not in ("fp16", "fp32"):
+        raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
+    if config.num_samples < 1:
+        raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
+    for text in config.tolerance:
+        parse_tolerance(text)
+
+
+def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path) -> Report:
+    noise = Noise()
+    flat = flat_module(source.module)
+    all_cases = cases(spec)
+    ref = reference(flat, spec, all_cases, config)
+    names = output_names(source.module, spec, ref, config)
+    report = Report.start(config, source, spec, names, ref, all_cases)
+    meta = metadata(config, source, spec)
+    export_args = _export_args(spec, ref, all_cases)
+    traced = Trace(flat, export_args, noise)
+    stem = folder.stem
+    if "onnx" in config.targets:
+        _run_onnx(report, flat, export_args, spec, names, ref, all_cases, work, stem, config, meta, noise, traced)
+    if "coreml" in config.targets:
+        _run_coreml(report, flat, export_args, spec, names, ref, all_cases, work, stem, config, meta, noise, traced)
+    report.add_noise(noise)
+    report.finish()
+    folder.commit(work, report, keep_failed=config.keep_failed)
+    return report
+
+
+class Trace:
+    """The one ``torch.jit.trace`` of the model, made on first use and shared by the TorchScript
+    ONNX exporter and the Core ML trace path (TorchScript sources are used as they are)."""
+
+    def __init__(self, module: Any, args: tuple, noise: Noise):
+        self.module, self.args, self.noise = module, args, noise
+        self._traced: Any = None
+
+    def __call__(self) -> Any:
+        import torch
+
+        if self._traced is None:
+            if isinstance(self.module, torch.jit.ScriptModule):
+                self._traced = self.module
+            else:
+                with captured(self.noise), torch.no_grad():
+                    self._traced = torch.jit.trace(self.module, self.args, strict=False, check_trace=False)
+        return self._traced
+
+
+def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig) -> Reference:
+    ref = Reference()
+    user = load_user_samples(config.samples, spec) if config.samples else []
+    names = spec.names()
+    for case in all_cases:
+        samples = [make_sample(spec, case, config.seed + 1000 * i + zlib.crc32(case.name.encode()) % 997)
+                   for i in range(config.num_samples)]
+        if case.name == "example" and user:
+            samples = user + samples[: max(0, config.num_samples - len(user))]
+        ref.samples[case.name] = samples
+        ref.outputs[case.name] = [run_torch(module, s, names) for s in samples]
+    return ref
+
+
+def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
+    """``--samples file.npz``: arrays named after the inputs, one sample (or a leading axis of
+    samples when every array has the input's rank + 1)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError as exc:
+        raise SpecError(f"samples file {path} does not exist", hint="check the --samples path") from exc
+    except Exception as exc:
+        raise SpecError(f"samples file {path} is not a readable .npz ({type(exc).__name__})",
+                        hint="write it with numpy.savez(path, x=array, ...)") from exc
+    missing = [n for n in spec.names() if n not in arrays]
+    if missing:
+        raise SpecError(f"samples file {path} has no array for input(s) {', '.join(missing)} "
+                        f"(it has {', '.join(arrays) or 'none'})", hint="name the arrays after the inputs")
+    stacked = all(arrays[t.name].ndim == len(t.shape) + 1 for t in spec.inputs)
+    count = len(arrays[spec.inputs[0].name]) if stacked else 1
+    out = []
+    for i in range(count):
+        sample = {}
+        for t in spec.inputs:
+            arr = arrays[t.name][i] if stacked else arrays[t.name]
+            _check_sample_shape(t, arr, path)
+            sample[t.name] = np.ascontiguousarray(arr.astype(t.dtype))
+        out.append(sample)
+    return out
+
+
+def _check_sample_shape(t: Any, arr: np.ndarray, path: str) -> None:
+    ok = arr.ndim == len(t.shape) and all(
+        (a in t.dynamic and t.dynamic[a].min <= s <= t.dynamic[a].max) or s == t.shape[a]
+        for a, s in enumerate(arr.shape))
+    if not ok:
+        raise SpecError(f"sample {t.name!r} in {path} has shape {arr.shape}, the spec says {t.shape}",
+                        hint="match the input spec (dynamic axes may vary inside their range)")
+
+
+def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig) -> list[str]:
+    count = len(ref.outputs["example"][0])
+    names = list(spec.output_names)
+    if not names:
+        import torch
+
+        from .runtimes.torch_ref import to_torch
+
+        with torch.no_grad():
+            raw = module(*to_torch(ref.samples["example"][0], spec.names()))
+        names = output_keys(raw) or (["output"] if count == 1 else [f"output_{i}" for i in range(count)])
+    if len(names) != count:
+        raise SpecError(f"{len(names)} output name(s) given ({', '.join(names)}) but the model returns {count} tensors",
+                        hint="give one --output-name per output tensor")
+    clash = set(names) & set(spec.names())
+    if clash or len(set(names)) != len(names):
+        raise SpecError(f"output names {names} repeat or clash with input names", hint="give distinct names")
+    return names
+
+
+def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[dict[int, str]]:
+    """For each output, the axes that follow a named dynamic dim across the cases."""
+    example_shapes = [o.shape for o in ref.outputs["example"][0]]
+    dims: list[dict[int, str]] = [{} for _ in example_shapes]
+    example_sizes = {name: _example_size(spec, name) for name in spec.dims()}
+    for case in all_cases[1:]:
+        (dim, size), = case.sizes
+        for i, out in enumerate(ref.outputs[case.name][0]):
+            for axis, (before, after) in enumerate(zip(example_shapes[i], out.shape)):
+                if before == example_sizes[dim] and after == size and before != after:
+                    dims[i].setdefault(axis, dim)
+    return dims
+
+
+def _example_size(spec: InputSpec, dim: str) -> int:
+    for t in spec.inputs:
+        for axis, d in t.dynamic.items():
+            if d.name == dim:
+                return t.shape[axis]
+    raise KeyError(dim)
+
+
+def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tuple:
+    """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes."""
+    import torch
+
+    sizes = {}
+    for name, dim in spec.dims().items():
+        example = _example_size(spec, name)
+        sizes[name] = other_size(example, dim.min, dim.max) if example == 1 else example
+    case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
+    sample = make_sample(spec, case, seed=12345)
+    return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)
+
+
+def metadata(config: BuildConfig, source: Source, spec: InputSpec) -> dict[str, Any]:
+    labels = read_labels(config.labels) if config.labels else None
+    return {"author": config.author, "license": config.license, "description": config.description,
+            "version": config.version, "interop.version": __version__, "interop.source_sha256": source.sha256,
+            "interop.source": Path(source.path).name, "interop.spec": spec.to_json(), "interop.labels": labels}
+
+
+def read_labels(path: str) -> list[str]:
+    try:
+        labels = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read labels file {path}: {exc}", hint="one label per line, UTF-8") from exc
+    if not labels:
+        raise SpecError(f"labels file {path} is empty", hint="one label per line")
+    return labels
+
+
+def _diffs(target: str, runtime: str, ref: Reference, got: dict[str, list[list[np.ndarray]]], names: list[str],
+           precision: str, config: BuildConfig) -> list[OutputDiff]:
+    overrides = dict(parse_tolerance(t) for t in config.tolerance)
+    out = []
+    for case, runs in got.items():
+        for i, outputs in enumerate(runs):
+            for name, r, g in zip(names, ref.outputs[case][i], outputs):
+                tol = tolerance_for(precision, name, overrides)
+                out.append(compare_output(r, g, tol, target=target, runtime=runtime, case=case, output=name, sample=i))
+    return out
+
+
+def _run_onnx(report: Report, flat: Any, args: tuple, spec: InputSpec, names: list[str], ref: Reference,
+              all_cases: list[Case], work: Path, stem: str, config: BuildConfig, meta: dict[str, Any],
+              noise: Noise, traced: Trace) -> None:
+    from .runtimes.onnxruntime import run_onnx, session
+    from .targets.onnx import DEFAULT_OPSET, build_onnx, check_declared_shapes, full_check
+
+    started = time.perf_counter()
+    dims = output_dims(spec, ref, all_cases)
+
+    def verify(path: Path):
+        try:
+            import onnx
+
+            sess = session(str(path))
+            got = {c: [run_onnx(sess, s) for s in ref.samples[c]] for c in ref.samples}
+            declared = onnx.load(str(path), load_external_data=False)
+            for c in got:
+                check_declared_shapes(declared, [o.shape for o in got[c][0]])
+        except Exception as exc:
+            return f"ONNX Runtime failed: {_first_line(exc)}", None
+        bad = [d for d in _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config) if not d.passed]
+        if bad:
+            return f"disagrees with PyTorch at case {bad[0].case}, output {bad[0].output}: {bad[0].note}", None
+        return None, got
+
+    try:
+        result, got = build_onnx(flat, args, spec, names, dims, work, stem, config.opset or DEFAULT_OPSET,
+                                 config.exporter, verify, meta, noise, traced)
+        full_check(result.path)
+    except ExportError as exc:
+        report.target_failed("onnx", str(exc), time.perf_counter() - started)
+        return
+    report.onnx_ok(result, time.perf_counter() - started, work)
+    report.add_agreement(_diffs("onnx", "onnxruntime", ref, got, names, "fp32", config))
+
+
+def _run_coreml(report: Report, flat: Any, args: tuple, spec: InputSpec, names: list[str], ref: Reference,
+                all_cases: list[Case], work: Path, stem: str, config: BuildConfig, meta: dict[str, Any],
+                noise: Noise, traced: Trace) -> None:
+    from .targets.coreml import build_coreml
+
+    started = time.perf_counter()
+    try:
+        result = build_coreml(flat, args, spec, all_cases, names, work, stem, config.precision,
+                              config.deployment_target, config.coreml_shapes, config.coreml_capture, meta, noise,
+                              traced)
+    except ExportError as exc:
+        report.target_failed("coreml", str(exc), time.perf_counter() - started)
+        return
+    report.coreml_ok(result, time.perf_counter() - started, work)
+    for runtime, got, problem in coreml_runs(result.path, spec, ref, names):
+        if problem:
+            report.not_executed("coreml", runtime, problem)
+        else:
+            report.add_agreement(_diffs("coreml", runtime, ref, got, names, config.precision, config))
+
+
+def coreml_runs(path: Path, spec: InputSpec, ref: Reference, names: list[str]):
+    """(runtime, outputs per case, problem) for the reference runtime and, on macOS, Core ML."""
+    from .runtimes.coreml import native_available, run_native
+    from .targets.coreml import coreml_feed
+
+    def collect(run):
+        return {c: [[np.asarray(run(coreml_feed(spec, s))[n]) for n in names] for s in ref.samples[c]]
+                for c in ref.samples}
+
+    try:
+        from .runtimes import mil
+
+        loaded = mil.load_model(path)
+        yield "interop-mil", collect(lambda feed: loaded.predict(feed)), None
+    except Exception as exc:  # a missing kernel or a damaged package: reported, never a pass
+        yield "interop-mil", None, str(exc) if isinstance(exc, InteropError) else _first_line(exc)
+    if native_available():
+        try:
+            yield "coreml", collect(lambda feed: run_native(str(path), feed)), None
+        except Exception as exc:
+            yield "coreml", None, _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"

@@ -1,0 +1,72 @@
+"""Capture third-party noise (coremltools' proxy-loading lines, tqdm bars, exporter chatter,
+warnings) at the file-descriptor level, and summarise what matters as report warnings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import warnings
+from typing import Iterator
+
+# (pattern, summary or None to drop)
+_KNOWN = [
+    (re.compile(r"Failed to load _MLModelProxy|Failed to load _ML\w+Proxy|libcoremlpython"),
+     "coremltools: the native Core ML framework is not available on this platform; the Core ML artifact is "
+     "executed by interop's reference runtime instead"),
+    (re.compile(r"Torch version [\w.+]+ has not been tested with coremltools"),
+     "coremltools has not been tested with this torch version; interop's agreement checks are what make the "
+     "artifact trusted"),
+    (re.compile(r"(Converting PyTorch Frontend|Running MIL|Running compression|it/s\]|passes/s\]|ops/s\])"), None),
+    (re.compile(r"^\s*\[torch\.onnx\]"), None),
+    (re.compile(r"^\s*(Applied \d+ of general pattern rewrite rules|✅|❌)"), None),
+    (re.compile(r"^\s*$"), None),
+]
+
+
+class Noise:
+    """What a captured block printed, sorted into summaries and other lines."""
+
+    def __init__(self) -> None:
+        self.summaries: list[str] = []
+        self.other: list[str] = []
+
+    def feed(self, text: str) -> None:
+        for raw in re.split(r"[\r\n]+", text):
+            line = raw.strip()
+            for pattern, summary in _KNOWN:
+                if pattern.search(line):
+                    if summary and summary not in self.summaries:
+                        self.summaries.append(summary)
+                    break
+            else:
+                if line and line not in self.other:
+                    self.other.append(line[:300])
+
+
+@contextlib.contextmanager
+def captured(noise: Noise | None = None) -> Iterator[Noise]:
+    """Redirect fds 1 and 2 and Python warnings into ``noise`` for the duration of the block."""
+    noise = noise or Noise()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield noise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            noise.feed(sink.read().decode("utf-8", "replace"))
+            for w in caught:
+                noise.feed(f"{w.category.__name__}: {w.message}")

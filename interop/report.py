@@ -1,0 +1,167 @@
+"""The report: JSON (machine; keys per DESIGN, add never rename), Markdown (human) and a short
+console table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .compare import DEFAULT_TOLERANCES, OutputDiff
+
+NOT_EXECUTED = "not executed"
+
+
+class Report:
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.artifacts: dict[str, Path] = {}
+
+    # --- assembly -------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, config: Any, source: Any, spec: Any, names: list[str], ref: Any, all_cases: list[Any]) -> "Report":
+        example = ref.outputs["example"][0]
+        dims = _output_dynamic(spec, ref, all_cases)
+        return cls({
+            "interop_version": __version__,
+            "passed": False,
+            "model": {"source": source.path, "format": source.format, "parameters": source.parameters,
+                      "sha256": source.sha256},
+            "inputs": [t.to_json() for t in spec.inputs],
+            "outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "dynamic": dims[i]}
+                        for i, (n, o) in enumerate(zip(names, example))],
+            "cases": [{"name": c.name, "sizes": dict(c.sizes), "samples": len(ref.samples[c.name])} for c in all_cases],
+            "targets": {t: {"status": "skipped"} for t in ("onnx", "coreml")},
+            "agreement": [],
+            "tolerances": DEFAULT_TOLERANCES,
+            "warnings": [],
+            "settings": {"seed": config.seed, "num_samples": config.num_samples, "precision": config.precision,
+                         "tolerance": list(config.tolerance), "samples": config.samples, "factory": config.factory,
+                         "trust": config.trust, "output_names": names},
+            "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
+        })
+
+    def target_failed(self, target: str, error: str, seconds: float) -> None:
+        self.data["targets"][target] = {"status": "failed", "path": None, "seconds": round(seconds, 3), "error": error}
+
+    def onnx_ok(self, result: Any, seconds: float, work: Path) -> None:
+        self.artifacts["onnx"] = result.path
+        self.data["targets"]["onnx"] = {
+            "status": "ok", "path": None, "exporter": result.exporter, "opset": result.opset,
+            "nodes_before": result.nodes_before, "nodes_after": result.nodes_after, "simplified": result.simplified,
+            "seconds": round(seconds, 3), "error": None, "rejected": result.rejected, "notes": result.notes,
+            "external_data": result.external_data,
+            "verified_cases": [c["name"] for c in self.data["cases"]],
+        }
+
+    def coreml_ok(self, result: Any, seconds: float, work: Path) -> None:
+        self.artifacts["coreml"] = result.path
+        self.data["targets"]["coreml"] = {
+            "status": "ok", "path": None, "precision": result.precision,
+            "deployment_target": result.deployment_target, "capture": result.capture, "seconds": round(seconds, 3),
+            "error": None, "rejected": result.rejected, "notes": result.notes, "executed_by": [],
+        }
+
+    def set_path(self, target: str, path: Path | None) -> None:
+        self.data["targets"][target]["path"] = str(path) if path else None
+
+    def add_agreement(self, diffs: list[OutputDiff]) -> None:
+        for d in diffs:
+            self.data["agreement"].append(d.to_json())
+            entry = self.data["targets"][d.target]
+            if d.runtime not in entry.setdefault("executed_by", []):
+                entry["executed_by"].append(d.runtime)
+
+    def not_executed(self, target: str, runtime: str, why: str) -> None:
+        self.data["targets"][target].setdefault("not_executed", []).append({"runtime": runtime, "why": why})
+        self.data["warnings"].append(f"the {target} artifact was NOT executed by {runtime}: {why}")
+
+    def add_noise(self, noise: Any) -> None:
+        self.data["warnings"].extend(noise.summaries)
+        if noise.other:
+            self.data["third_party_output"] = noise.other[:50]
+
+    def finish(self) -> None:
+        targets = self.data["targets"]
+        built = [t for t, e in targets.items() if e["status"] != "skipped"]
+        ok = all(targets[t]["status"] == "ok" for t in built)
+        executed = all(targets[t].get("executed_by") for t in built)
+        agreed = all(a["passed"] for a in self.data["agreement"])
+        self.data["passed"] = bool(built) and ok and executed and agreed
+        if any(a.get("degenerate") for a in self.data["agreement"]):
+            self.data["warnings"].append("some reference outputs are degenerate (near zero or constant): agreement on "
+                                         "them is not evidence that the artifact is right")
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.data["passed"])
+
+    # --- rendering ------------------------------------------------------------------------------
+    def to_json_text(self) -> str:
+        return json.dumps(self.data, indent=2, default=str) + "\n"
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Worst agreement per (target, runtime, case, output)."""
+        worst: dict[tuple, dict[str, Any]] = {}
+        for a in self.data["agreement"]:
+            key = (a["target"], a["runtime"], a["case"], a["output"])
+            cur = worst.get(key)
+            if cur is None or _rel(a) > _rel(cur) or not a["passed"]:
+                worst[key] = a if cur is None or cur["passed"] or not a["passed"] else cur
+        return list(worst.values())
+
+    def to_markdown(self) -> str:
+        d = self.data
+        lines = [f"# interop report: {Path(d['model']['source']).name}", "",
+                 f"**{'PASSED' if d['passed'] else 'FAILED'}** — interop {d['interop_version']}, "
+                 f"{d['model']['format']} model, {d['model']['parameters']:,} parameters", "", "## Inputs", "",
+                 "| name | shape | dtype | dynamic |", "|---|---|---|---|"]
+        for i in d["inputs"]:
+            dyn = ", ".join(f"axis {a} = {v['name']} ({v['min']}..{v['max']})" for a, v in i["dynamic"].items())
+            lines.append(f"| {i['name']} | {i['shape']} | {i['dtype']} | {dyn or '—'} |")
+        lines += ["", "## Outputs", "", "| name | shape | dtype |", "|---|---|---|"]
+        lines += [f"| {o['name']} | {o['shape']} | {o['dtype']} |" for o in d["outputs"]]
+        lines += ["", "## Targets", ""]
+        for name, t in d["targets"].items():
+            lines.append(f"### {name}: {t['status']}")
+            for key, value in t.items():
+                if key not in ("status",) and value not in (None, [], ""):
+                    lines.append(f"- {key}: {value}")
+            lines.append("")
+        lines += ["## Agreement with PyTorch (worst sample per case)", "",
+                  "| target | runtime | case | output | max_abs | rel_l2 | cosine | PSNR dB | top-1 | limit rel_l2 | passed | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for a in self.summary_rows():
+            lines.append(f"| {a['target']} | {a['runtime']} | {a['case']} | {a['output']} | {_f(a['max_abs'])} | "
+                         f"{_f(a['rel_l2'])} | {_f(a['cosine'], 6)} | {_f(a['psnr_db'], 1)} | {_f(a['top1'])} | "
+                         f"{_f(a['tolerance']['rel_l2'])} | {'yes' if a['passed'] else '**NO**'} | {a['note']} |")
+        lines += ["", "## Tolerances", ""]
+        lines += [f"- {p}: rel_l2 ≤ {t['rel_l2']:g}, max |diff| ≤ {t['max_rel']:g} × max |reference|"
+                  for p, t in d["tolerances"].items()]
+        lines += ["- ONNX is checked at fp32 tolerances; Core ML at its --precision", ""]
+        if d["warnings"]:
+            lines += ["## Warnings", ""] + [f"- {w}" for w in d["warnings"]] + [""]
+        return "\n".join(lines)
+
+
+def _rel(a: dict[str, Any]) -> float:
+    v = a["rel_l2"]
+    return float("inf") if isinstance(v, str) else float(v)
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if digits > 2:
+        return f"{v:.{digits}f}"
+    return f"{v:.{digits}e}" if abs(v) < 0.01 or abs(v) > 1e4 else f"{v:.{max(digits, 3)}g}"
+
+
+def _output_dynamic(spec: Any, ref: Any, all_cases: list[Any]) -> list[dict[str, str]]:
+    from .pipeline import output_dims
+
+    return [{str(a): n for a, n in dims.items()} for dims in output_dims(spec, ref, all_cases)]

@@ -1,0 +1,1 @@
+"""Runtimes that execute a model: PyTorch (reference), ONNX Runtime, Core ML (real or reference)."""

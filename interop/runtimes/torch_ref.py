@@ -1,0 +1,33 @@
+"""Reference outputs from the PyTorch model itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import SpecError
+
+
+def to_torch(sample: dict[str, np.ndarray], names: list[str]) -> tuple:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(sample[n])) for n in names)
+
+
+def run_torch(module: Any, sample: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+    """Run the (output-flattening) module on ``sample``; a model that fails on the spec's shapes
+    is a spec problem, reported as such."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            outs = module(*to_torch(sample, names))
+    except Exception as exc:
+        shapes = ", ".join(f"{n}{tuple(sample[n].shape)}:{sample[n].dtype}" for n in names)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise SpecError(f"the model fails on inputs {shapes}: {type(exc).__name__}: {first}",
+                        hint="fix --input shapes/dtypes (or --dynamic sizes) to ones the model accepts") from exc
+    from ..targets import flatten_outputs
+
+    return [o.detach().cpu().numpy() for o in flatten_outputs(outs)]

@@ -1,0 +1,285 @@
+"""Input specifications: names, shapes, dtypes, value ranges and dynamic axes, and the sample
+inputs drawn from them.
+
+Text forms (the CLI contract):
+    --input  NAME:SHAPE[:DTYPE[:LOW..HIGH]]     x:1x3x224x224   ids:2x16:int64:0..999
+    --dynamic NAME:AXIS=DIM[:MIN..MAX]          x:0=batch:1..64
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SpecError
+
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+_ALIASES = {"float": "float32", "fp32": "float32", "fp16": "float16", "half": "float16", "double": "float64",
+            "long": "int64", "int": "int32"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+DEFAULT_MAX = 4096  # upper bound of a dynamic axis given without one
+
+
+@dataclass(frozen=True)
+class DynamicAxis:
+    """One axis of one input that may vary at run time, named as the user named it."""
+
+    axis: int
+    name: str
+    min: int = 1
+    max: int = DEFAULT_MAX
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "min": self.min, "max": self.max}
+
+
+@dataclass
+class TensorSpec:
+    """One model input: its example shape, dtype, sample value range and dynamic axes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: float | None = None
+    high: float | None = None
+    dynamic: dict[int, DynamicAxis] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                               "dynamic": {str(a): d.to_json() for a, d in sorted(self.dynamic.items())}}
+        if self.low is not None:
+            out["range"] = [self.low, self.high]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TensorSpec":
+        try:
+            rng = data.get("range") or [None, None]
+            spec = cls(name=str(data["name"]), shape=tuple(int(d) for d in data["shape"]),
+                       dtype=normalise_dtype(data.get("dtype", "float32")), low=rng[0], high=rng[1])
+            for axis, dyn in (data.get("dynamic") or {}).items():
+                spec.dynamic[int(axis)] = DynamicAxis(int(axis), str(dyn["name"]), int(dyn.get("min", 1)),
+                                                      int(dyn.get("max", DEFAULT_MAX)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"malformed input spec {data!r}: {exc}",
+                            hint="each input needs a name and a shape") from exc
+        validate_tensor(spec)
+        return spec
+
+
+@dataclass
+class InputSpec:
+    """Every input of the model, plus the names of its outputs (empty: derive them)."""
+
+    inputs: list[TensorSpec]
+    output_names: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def by_name(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise SpecError(f"no input named {name!r} (inputs: {', '.join(self.names()) or 'none'})",
+                        hint="use one of the model's input names")
+
+    def dims(self) -> dict[str, DynamicAxis]:
+        """Every named dynamic dimension once (inputs sharing a name share a size)."""
+        out: dict[str, DynamicAxis] = {}
+        for t in self.inputs:
+            for d in t.dynamic.values():
+                out.setdefault(d.name, d)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inputs": [t.to_json() for t in self.inputs], "outputs": list(self.output_names)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "InputSpec":
+        if not isinstance(data, dict) or not isinstance(data.get("inputs"), list):
+            raise SpecError("malformed input spec: expected {'inputs': [...]}", hint="see `interop build --help`")
+        return cls([TensorSpec.from_json(t) for t in data["inputs"]],
+                   [str(n) for n in data.get("outputs") or []])
+
+
+def normalise_dtype(text: str) -> str:
+    dtype = _ALIASES.get(str(text).strip().lower(), str(text).strip().lower())
+    if dtype not in DTYPES:
+        raise SpecError(f"unknown dtype {text!r}", hint=f"use one of {', '.join(DTYPES)}")
+    return dtype
+
+
+def _parse_range(text: str, what: str, integer: bool) -> tuple[float, float]:
+    m = re.fullmatch(r"\s*(-?[0-9.eE+-]+)\s*\.\.\s*(-?[0-9.eE+-]+)\s*", text)
+    if not m:
+        raise SpecError(f"bad range {text!r} in {what}", hint="write LOW..HIGH, e.g. 1..64")
+    try:
+        lo, hi = (int(m[1]), int(m[2])) if integer else (float(m[1]), float(m[2]))
+    except ValueError as exc:
+        raise SpecError(f"bad range {text!r} in {what}", hint="write LOW..HIGH with numbers") from exc
+    if lo > hi:
+        raise SpecError(f"reversed range {text!r} in {what}", hint=f"write it as {m[2]}..{m[1]}")
+    return lo, hi
+
+
+def parse_shape(text: str, what: str) -> tuple[int, ...]:
+    parts = text.lower().replace(",", "x").split("x") if text.strip() else []
+    if not parts:
+        raise SpecError(f"{what} has no shape", hint="write NAME:SHAPE, e.g. x:1x3x224x224")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError as exc:
+        raise SpecError(f"bad shape {text!r} in {what}", hint="dims are positive integers joined by 'x'") from exc
+    if any(d <= 0 for d in dims):
+        raise SpecError(f"shape {text!r} in {what} has a dim <= 0",
+                        hint="give the example size; declare variable axes with --dynamic")
+    return dims
+
+
+def parse_input(text: str) -> TensorSpec:
+    """Parse ``NAME:SHAPE[:DTYPE[:LOW..HIGH]]``."""
+    what = f"--input {text!r}"
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) > 4:
+        raise SpecError(f"cannot parse {what}", hint="write NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224")
+    name = parts[0].strip()
+    _check_name(name, what)
+    shape = parse_shape(parts[1], what)
+    dtype = normalise_dtype(parts[2]) if len(parts) > 2 and parts[2] else "float32"
+    low = high = None
+    if len(parts) == 4:
+        low, high = _parse_range(parts[3], what, integer=dtype.startswith(("int", "uint")))
+    return TensorSpec(name, shape, dtype, low, high)
+
+
+def parse_dynamic(text: str) -> tuple[str, DynamicAxis]:
+    """Parse ``NAME:AXIS=DIM[:MIN..MAX]`` into (input name, axis)."""
+    what = f"--dynamic {text!r}"
+    m = re.fullmatch(r"\s*([^:]+):\s*(-?\d+)\s*=\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::(.*))?", text)
+    if not m:
+        raise SpecError(f"cannot parse {what}", hint="write NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64")
+    lo, hi = (1, DEFAULT_MAX)
+    if m[4] is not None:
+        lo, hi = _parse_range(m[4], what, integer=True)
+        if lo < 1:
+            raise SpecError(f"{what}: the minimum size must be >= 1", hint="e.g. x:0=batch:1..64")
+    return m[1].strip(), DynamicAxis(int(m[2]), m[3], int(lo), int(hi))
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME.match(name):
+        raise SpecError(f"bad input name {name!r} in {what}", hint="names are identifiers like x or input_ids")
+
+
+def apply_dynamic(spec: InputSpec, name: str, dyn: DynamicAxis) -> None:
+    """Attach a dynamic axis to an input, checking the axis and that the example size is in range."""
+    tensor = spec.by_name(name)
+    rank = len(tensor.shape)
+    axis = dyn.axis + rank if dyn.axis < 0 else dyn.axis
+    if not 0 <= axis < rank:
+        raise SpecError(f"--dynamic {name}:{dyn.axis}: input {name!r} has rank {rank}",
+                        hint=f"use an axis in 0..{rank - 1}")
+    size = tensor.shape[axis]
+    if not dyn.min <= size <= dyn.max:
+        raise SpecError(f"--dynamic {name}:{axis}={dyn.name}:{dyn.min}..{dyn.max}: the example size {size} "
+                        f"is outside the range", hint="widen the range or change the example shape")
+    tensor.dynamic[axis] = DynamicAxis(axis, dyn.name, dyn.min, dyn.max)
+
+
+def validate_tensor(t: TensorSpec) -> None:
+    _check_name(t.name, f"input {t.name!r}")
+    if any(d <= 0 for d in t.shape):
+        raise SpecError(f"input {t.name!r} has a dim <= 0 in {t.shape}", hint="give positive example sizes")
+    for axis, d in t.dynamic.items():
+        if not 0 <= axis < len(t.shape) or not d.min <= t.shape[axis] <= d.max or d.min < 1:
+            raise SpecError(f"dynamic axis {axis} ({d.name}:{d.min}..{d.max}) does not fit input {t.name!r} "
+                            f"of shape {t.shape}", hint="fix the axis or its range")
+
+
+def validate(spec: InputSpec) -> None:
+    names = spec.names()
+    if len(set(names)) != len(names):
+        raise SpecError(f"duplicate input names {names}", hint="give each input its own name")
+    for t in spec.inputs:
+        validate_tensor(t)
+    sizes: dict[str, tuple[int, int, int]] = {}
+    for t in spec.inputs:
+        for axis, d in t.dynamic.items():
+            key = (t.shape[axis], d.min, d.max)
+            if sizes.setdefault(d.name, key) != key:
+                raise SpecError(f"dimension {d.name!r} has different sizes or ranges on different inputs",
+                                hint="axes that share a name must share example size and range")
+
+
+# --- shape cases and seeded samples -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One assignment of sizes to the named dynamic dims; ``example`` has every dim at its
+    example size."""
+
+    name: str
+    sizes: tuple[tuple[str, int], ...] = ()
+
+    def size_of(self, dim: str) -> int | None:
+        return dict(self.sizes).get(dim)
+
+
+def other_size(example: int, lo: int, hi: int) -> int | None:
+    """A second size inside [lo, hi], different from the example and, where possible, from 1."""
+    for candidate in (example * 2 + 1, example + 1, hi, example - 1, lo):
+        if lo <= candidate <= hi and candidate != example and candidate != 1:
+            return candidate
+    return next((c for c in (lo, hi) if c != example), None)
+
+
+def cases(spec: InputSpec) -> list[Case]:
+    """The example case plus one case per named dynamic dim at another size of its range."""
+    out = [Case("example")]
+    for name, dim in spec.dims().items():
+        example = _example_size(spec, name)
+        size = other_size(example, dim.min, dim.max)
+        if size is not None:
+            out.append(Case(f"{name}={size}", ((name, size),)))
+    return out
+
+
+def _example_size(spec: InputSpec, dim: str) -> int:
+    for t in spec.inputs:
+        for axis, d in t.dynamic.items():
+            if d.name == dim:
+                return t.shape[axis]
+    raise KeyError(dim)
+
+
+def case_shape(tensor: TensorSpec, case: Case) -> tuple[int, ...]:
+    shape = list(tensor.shape)
+    for axis, d in tensor.dynamic.items():
+        size = case.size_of(d.name)
+        if size is not None:
+            shape[axis] = size
+    return tuple(shape)
+
+
+def make_sample(spec: InputSpec, case: Case, seed: int) -> dict[str, Any]:
+    """Seeded random inputs for ``case``: floats uniform in LOW..HIGH (standard normal without a
+    range), integers uniform in LOW..HIGH inclusive (0..9 without one), bools fair coins."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for t in spec.inputs:
+        shape = case_shape(t, case)
+        if t.dtype == "bool":
+            out[t.name] = rng.integers(0, 2, size=shape).astype(bool)
+        elif t.dtype.startswith(("int", "uint")):
+            lo, hi = (int(t.low), int(t.high)) if t.low is not None else (0, 9)
+            out[t.name] = rng.integers(lo, hi + 1, size=shape).astype(t.dtype)
+        elif t.low is not None:
+            out[t.name] = rng.uniform(t.low, t.high, size=shape).astype(t.dtype)
+        else:
+            out[t.name] = rng.standard_normal(size=shape).astype(t.dtype)
+    return out

@@ -1,0 +1,160 @@
+"""Core ML target: re-trace the source model (jit.trace, or torch.export as the fallback), convert
+with coremltools to an ML program with flexible shapes, name inputs/outputs as in the ONNX model,
+write metadata, save as ``.mlpackage``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ExportError, SpecError
+from ..quiet import Noise, captured
+from ..spec import Case, InputSpec, case_shape
+
+PATHS = ("auto", "trace", "export")
+PRECISIONS = ("fp16", "fp32")
+SHAPE_MODES = ("range", "enumerated")
+DEFAULT_TARGET = "iOS16"
+
+
+@dataclass
+class CoremlResult:
+    path: Path
+    capture: str
+    precision: str
+    deployment_target: str
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def deployment_target(name: str) -> Any:
+    import coremltools as ct
+
+    target = getattr(ct.target, name, None)
+    if target is None or not name.startswith(("iOS", "macOS")):
+        known = [t for t in dir(ct.target) if t.startswith("iOS") and int(t[3:]) >= 15]
+        raise SpecError(f"unknown deployment target {name!r}", hint=f"use one of {', '.join(known)} (ML programs need iOS15+)")
+    return target
+
+
+def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str) -> list[Any]:
+    import coremltools as ct
+
+    types = []
+    for t in spec.inputs:
+        dtype = np.int32 if t.dtype.startswith(("int", "uint")) else (np.bool_ if t.dtype == "bool" else np.float32)
+        if not t.dynamic:
+            shape: Any = t.shape
+        elif shapes_mode == "enumerated":
+            shapes = sorted({case_shape(t, c) for c in cases})
+            shape = ct.EnumeratedShapes(shapes=[list(s) for s in shapes], default=list(t.shape))
+        else:
+            shape = ct.Shape([ct.RangeDim(lower_bound=t.dynamic[a].min, upper_bound=t.dynamic[a].max,
+                                          default=t.shape[a], symbol=t.dynamic[a].name) if a in t.dynamic else s
+                              for a, s in enumerate(t.shape)])
+        types.append(ct.TensorType(name=t.name, shape=shape, dtype=dtype))
+    return types
+
+
+def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
+             precision: str, target: Any, shapes_mode: str, traced: Callable[[], Any]) -> Any:
+    import coremltools as ct
+    import torch
+
+    from .patches import register
+
+    register()
+    common = dict(convert_to="mlprogram", minimum_deployment_target=target,
+                  compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+    if capture == "trace":
+        return ct.convert(traced(), inputs=_input_types(spec, cases, shapes_mode),
+                          outputs=[ct.TensorType(name=n) for n in output_names], **common)
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    dyn = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()} or None
+                for t in spec.inputs)
+    program = torch.export.export(module, args, dynamic_shapes=dyn if any(dyn) else None).run_decompositions({})
+    model = ct.convert(program, **common)
+    _rename_features(model, spec.names(), output_names)
+    return model
+
+
+def _rename_features(model: Any, inputs: list[str], outputs: list[str]) -> None:
+    import coremltools as ct
+
+    spec = model._spec
+    for feature, name in zip(list(spec.description.input), inputs):
+        if feature.name != name:
+            ct.utils.rename_feature(spec, feature.name, name)
+    for feature, name in zip(list(spec.description.output), outputs):
+        if feature.name != name:
+            ct.utils.rename_feature(spec, feature.name, name)
+
+
+def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
+                 workdir: Path, stem: str, precision: str, target_name: str, shapes_mode: str, capture: str,
+                 meta: dict[str, Any], noise: Noise, traced: Callable[[], Any]) -> CoremlResult:
+    """Convert through jit.trace, falling back to torch.export (or the reverse); save the package."""
+    if precision not in PRECISIONS:
+        raise SpecError(f"unknown precision {precision!r}", hint="use fp16 or fp32")
+    if shapes_mode not in SHAPE_MODES:
+        raise SpecError(f"unknown --coreml-shapes {shapes_mode!r}", hint="use range or enumerated")
+    order = {"auto": ["trace", "export"], "trace": ["trace"], "export": ["export"]}.get(capture)
+    if order is None:
+        raise SpecError(f"unknown Core ML capture path {capture!r}", hint=f"use one of {', '.join(PATHS)}")
+    with captured(noise):
+        target = deployment_target(target_name)
+    rejected: list[dict[str, str]] = []
+    for path_name in order:
+        try:
+            with captured(noise):
+                model = _convert(path_name, module, args, spec, cases, output_names, precision, target, shapes_mode,
+                                 traced)
+        except Exception as exc:
+            rejected.append({"path": _capture_label(path_name), "reason": _first_line(exc)})
+            continue
+        _set_metadata(model, meta)
+        out = workdir / f"{stem}.mlpackage"
+        with captured(noise):
+            model.save(str(out))
+        notes = [f"int64 input {t.name!r} is int32 in Core ML" for t in spec.inputs if t.dtype == "int64"]
+        if precision == "fp16":
+            notes.append("fp16 compute precision (coremltools' ML-program default): checked against fp16 tolerances")
+        return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes)
+    reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected)
+    raise ExportError(f"coremltools could not convert the model ({reasons})",
+                      hint="`interop check` lists the unsupported ops; try --precision fp32 or the other capture path")
+
+
+def _capture_label(name: str) -> str:
+    return {"trace": "torch.jit.trace", "export": "torch.export"}[name]
+
+
+def _set_metadata(model: Any, meta: dict[str, Any]) -> None:
+    from .. import __version__
+
+    for attr, key in (("author", "author"), ("license", "license"), ("short_description", "description"),
+                      ("version", "version")):
+        if meta.get(key):
+            setattr(model, attr, str(meta[key]))
+    user = model.user_defined_metadata
+    user["interop.producer"] = f"interop {__version__}"
+    for key, value in meta.items():
+        if key.startswith("interop.") and value is not None:
+            user[key] = value if isinstance(value, str) else json.dumps(value)
+
+
+def coreml_feed(spec: InputSpec, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What Core ML is fed for a sample: integer inputs as int32."""
+    return {t.name: sample[t.name].astype(np.int32) if t.dtype.startswith(("int", "uint")) else sample[t.name]
+            for t in spec.inputs}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
