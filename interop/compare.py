@@ -90,8 +90,11 @@ def _json_float(v: Any) -> Any:
 
 def metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     """max_abs, rel_l2, cosine, psnr_db (peak = max |ref|), max_rel; float64 throughout."""
-    r = np.asarray(ref, dtype=np.float64).ravel()
-    g = np.asarray(got, dtype=np.float64).ravel()
+    with np.errstate(all="ignore"):
+        return _metrics(np.asarray(ref, dtype=np.float64).ravel(), np.asarray(got, dtype=np.float64).ravel())
+
+
+def _metrics(r: np.ndarray, g: np.ndarray) -> dict[str, float]:
     diff = g - r
     max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
     ref_norm = float(np.linalg.norm(r))

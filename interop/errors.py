@@ -59,3 +59,14 @@ class AgreementError(InteropError):
 
     exit_code = 1
     kind = "agreement"
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, digging through wrappers (torch.onnx's
+    TorchExportError explains nothing itself; its ``__cause__`` does). ANSI colours removed."""
+    import re
+
+    while exc.__cause__ is not None and type(exc).__name__ in ("TorchExportError", "ConversionError", "OnnxExporterError"):
+        exc = exc.__cause__
+    lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"

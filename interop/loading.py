@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LoadError
+from .errors import LoadError, first_line
 
 SPEC_EXTRA_FILE = "interop.json"
 
@@ -113,7 +113,7 @@ def _load_torchscript(path: Path) -> Source:
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:
-        raise LoadError(f"cannot load TorchScript archive {path}: {_first_line(exc)}",
+        raise LoadError(f"cannot load TorchScript archive {path}: {first_line(exc)}",
                         hint="the file is damaged or was saved by an incompatible torch; re-save it") from exc
     hints = _read_hints(extra[SPEC_EXTRA_FILE], str(path)) if extra[SPEC_EXTRA_FILE] else {}
     return Source(module, "torchscript", str(path), hints=hints)
@@ -125,7 +125,7 @@ def _load_exported(path: Path) -> Source:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise LoadError(f"cannot load ExportedProgram {path}: {_first_line(exc)}", hint="re-save it with torch.export.save") from exc
+        raise LoadError(f"cannot load ExportedProgram {path}: {first_line(exc)}", hint="re-save it with torch.export.save") from exc
     hints: dict[str, Any] = {}
     args = program.example_inputs[0] if program.example_inputs else ()
     names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
@@ -185,7 +185,7 @@ def _load_pickle(path: Path, factory: str | None, trust: bool) -> Source:
         if not trust:
             risky = [g for g in scan_pickle_globals(path) if not g.startswith(_SAFE_PREFIXES)]
             if not risky and "weights_only" not in str(safe_exc) and "Unsupported" not in str(safe_exc):
-                raise LoadError(f"cannot read {path}: {_first_line(safe_exc)}",
+                raise LoadError(f"cannot read {path}: {first_line(safe_exc)}",
                                 hint="the file is truncated or not a torch.save file") from safe_exc
             listed = ", ".join(risky[:12]) + (" ..." if len(risky) > 12 else "")
             raise LoadError(f"{path} is a pickle that would import {listed or 'arbitrary code'}; "
@@ -195,7 +195,7 @@ def _load_pickle(path: Path, factory: str | None, trust: bool) -> Source:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise LoadError(f"cannot unpickle {path}: {_first_line(exc)}",
+            raise LoadError(f"cannot unpickle {path}: {first_line(exc)}",
                             hint="the classes it needs must be importable (run from the project folder)") from exc
     if isinstance(obj, torch.nn.Module):
         return Source(obj, "pickle", str(path))
@@ -212,7 +212,7 @@ def _state_dict_into(state: dict, factory: str, path: Path) -> Source:
     try:
         source.module.load_state_dict(state)
     except Exception as exc:
-        raise LoadError(f"the state_dict in {path} does not fit the model from {factory}: {_first_line(exc)}",
+        raise LoadError(f"the state_dict in {path} does not fit the model from {factory}: {first_line(exc)}",
                         hint="use the factory the weights were trained with") from exc
     return Source(source.module, "state_dict", str(path), hints=source.hints)
 
@@ -231,7 +231,7 @@ def _from_factory(spec: str) -> Source:
     try:
         module = importlib.import_module(mod_name)
     except Exception as exc:
-        raise LoadError(f"cannot import {mod_name!r} for factory {spec}: {_first_line(exc)}",
+        raise LoadError(f"cannot import {mod_name!r} for factory {spec}: {first_line(exc)}",
                         hint="run from the folder that holds it, or install it") from exc
     fn = getattr(module, fn_name, None)
     if not callable(fn):
@@ -239,7 +239,7 @@ def _from_factory(spec: str) -> Source:
     try:
         model = fn()
     except Exception as exc:
-        raise LoadError(f"factory {spec} raised {_first_line(exc)}", hint="fix the factory") from exc
+        raise LoadError(f"factory {spec} raised {first_line(exc)}", hint="fix the factory") from exc
     hints = getattr(fn, "interop_spec", None) or getattr(module, "INTEROP_SPEC", None) or {}
     import torch
 
@@ -259,8 +259,10 @@ def _read_hints(text: str, where: str) -> dict[str, Any]:
 
 
 def _eval(module: Any) -> Any:
-    if hasattr(module, "eval"):
+    try:
         module.eval()
+    except (AttributeError, NotImplementedError):  # an ExportedProgram's module() is eval already
+        pass
     return module
 
 
@@ -274,7 +276,3 @@ def forward_names(module: Any) -> list[str] | None:
     except (TypeError, ValueError, AttributeError):
         return None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

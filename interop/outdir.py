@@ -25,8 +25,9 @@ class OutputFolder:
     @classmethod
     def for_model(cls, model: str, out: str | None) -> "OutputFolder":
         path = Path(model)
-        stem = path.stem if path.suffix else model.replace(":", "_").replace(".", "_")
-        folder = Path(out) if out else (path.parent if path.suffix else Path.cwd())
+        is_file = path.exists()
+        stem = path.stem if is_file else model.rpartition(":")[2]  # MODULE:FN -> FN
+        folder = Path(out) if out else (path.parent if is_file else Path.cwd())
         if folder.exists() and not folder.is_dir():
             raise SpecError(f"--out {folder} is a file, not a folder", hint="pass a folder (it is created if missing)")
         return cls(folder, stem)

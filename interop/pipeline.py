@@ -14,7 +14,7 @@ import numpy as np
 from . import __version__
 from .compare import OutputDiff, compare_output, parse_tolerance, tolerance_for
 from .config import BuildConfig, read_config_file
-from .errors import ExportError, InteropError, SpecError
+from .errors import ExportError, InteropError, SpecError, first_line
 from .loading import Source, load_source
 from .outdir import OutputFolder
 from .quiet import Noise, captured
@@ -41,8 +41,12 @@ def build(config: BuildConfig) -> Report:
     folder = OutputFolder.for_model(config.model, config.out)
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
+    flat = flat_module(source.module)
+    all_cases = cases(spec)
+    ref = reference(flat, spec, all_cases, config)  # a model failing on the spec is a spec error: before any write
+    names = output_names(source.module, spec, ref, config)
     with folder.session() as work:
-        return _build_in(config, source, spec, folder, work)
+        return _build_in(config, source, spec, folder, work, flat, all_cases, ref, names)
 
 
 def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
@@ -66,12 +70,9 @@ def _check_choices(config: BuildConfig) -> None:
         parse_tolerance(text)
 
 
-def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path) -> Report:
+def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path, flat: Any,
+              all_cases: list[Case], ref: Reference, names: list[str]) -> Report:
     noise = Noise()
-    flat = flat_module(source.module)
-    all_cases = cases(spec)
-    ref = reference(flat, spec, all_cases, config)
-    names = output_names(source.module, spec, ref, config)
     report = Report.start(config, source, spec, names, ref, all_cases)
     meta = metadata(config, source, spec)
     export_args = _export_args(spec, ref, all_cases)
@@ -261,7 +262,7 @@ def _run_onnx(report: Report, flat: Any, args: tuple, spec: InputSpec, names: li
             for c in got:
                 check_declared_shapes(declared, [o.shape for o in got[c][0]])
         except Exception as exc:
-            return f"ONNX Runtime failed: {_first_line(exc)}", None
+            return f"ONNX Runtime failed: {first_line(exc)}", None
         bad = [d for d in _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config) if not d.passed]
         if bad:
             return f"disagrees with PyTorch at case {bad[0].case}, output {bad[0].output}: {bad[0].note}", None
@@ -314,14 +315,10 @@ def coreml_runs(path: Path, spec: InputSpec, ref: Reference, names: list[str]):
         loaded = mil.load_model(path)
         yield "interop-mil", collect(lambda feed: loaded.predict(feed)), None
     except Exception as exc:  # a missing kernel or a damaged package: reported, never a pass
-        yield "interop-mil", None, str(exc) if isinstance(exc, InteropError) else _first_line(exc)
+        yield "interop-mil", None, str(exc) if isinstance(exc, InteropError) else first_line(exc)
     if native_available():
         try:
             yield "coreml", collect(lambda feed: run_native(str(path), feed)), None
         except Exception as exc:
-            yield "coreml", None, _first_line(exc)
+            yield "coreml", None, first_line(exc)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"

@@ -4,6 +4,7 @@ warnings) at the file-descriptor level, and summarise what matters as report war
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -52,6 +53,12 @@ def captured(noise: Noise | None = None) -> Iterator[Noise]:
     noise = noise or Noise()
     sys.stdout.flush()
     sys.stderr.flush()
+    handler = _ListHandler()
+    loggers = [logging.getLogger(n) for n in ("coremltools", "torch.onnx", "onnxscript", "torch.export")]
+    saved_state = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
     with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         saved = [os.dup(1), os.dup(2)]
@@ -70,3 +77,18 @@ def captured(noise: Noise | None = None) -> Iterator[Noise]:
             noise.feed(sink.read().decode("utf-8", "replace"))
             for w in caught:
                 noise.feed(f"{w.category.__name__}: {w.message}")
+            for lg, (level, propagate) in zip(loggers, saved_state):
+                lg.removeHandler(handler)
+                lg.setLevel(level)
+                lg.propagate = propagate
+            for record in handler.records:
+                noise.feed(record)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(f"{record.name}: {record.getMessage()}")

@@ -10,8 +10,9 @@ import numpy as np
 def session(path: str, intermediate: bool = False) -> Any:
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(4)  # failures surface as exceptions in the report, not C++ log lines
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ExportError, SpecError
+from ..errors import ExportError, first_line, SpecError
 from ..quiet import Noise, captured
 from ..spec import Case, InputSpec, case_shape
 
@@ -78,7 +78,7 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
     dims: dict[str, Any] = {}
     dyn = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()} or None
                 for t in spec.inputs)
-    program = torch.export.export(module, args, dynamic_shapes=dyn if any(dyn) else None).run_decompositions({})
+    program = torch.export.export(module, args, dynamic_shapes=(dyn,) if any(dyn) else None).run_decompositions({})
     model = ct.convert(program, **common)
     _rename_features(model, spec.names(), output_names)
     return model
@@ -116,7 +116,7 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
                 model = _convert(path_name, module, args, spec, cases, output_names, precision, target, shapes_mode,
                                  traced)
         except Exception as exc:
-            rejected.append({"path": _capture_label(path_name), "reason": _first_line(exc)})
+            rejected.append({"path": _capture_label(path_name), "reason": first_line(exc)})
             continue
         _set_metadata(model, meta)
         out = workdir / f"{stem}.mlpackage"
@@ -154,7 +154,3 @@ def coreml_feed(spec: InputSpec, sample: dict[str, np.ndarray]) -> dict[str, np.
     return {t.name: sample[t.name].astype(np.int32) if t.dtype.startswith(("int", "uint")) else sample[t.name]
             for t in spec.inputs}
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from ..quiet import Noise, captured
 from ..spec import InputSpec
 
@@ -61,10 +61,11 @@ def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_nam
             from torch.export import Dim
 
             dims: dict[str, Any] = {}
+            # one entry for the flattening wrapper's *args, holding one spec per input
             shapes = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()}
                            or None for t in spec.inputs)
             program = torch.onnx.export(module, args, None, dynamo=True, input_names=inputs,
-                                        output_names=output_names, dynamic_shapes=shapes if any(shapes) else None,
+                                        output_names=output_names, dynamic_shapes=(shapes,) if any(shapes) else None,
                                         opset_version=opset, verbose=False, report=False)
             program.save(str(path), external_data=_param_bytes(module) > EXTERNAL_DATA_BYTES)
 
@@ -190,7 +191,7 @@ def build_onnx(module: Any, args: tuple, spec: InputSpec, output_names: list[str
             export_once(name, module, args, spec, output_names, raw, opset, noise, traced)
             model = onnx.load(str(raw))
         except Exception as exc:
-            rejected.append({"exporter": name, "reason": f"export failed: {_first_line(exc)}"})
+            rejected.append({"exporter": name, "reason": f"export failed: {first_line(exc)}"})
             continue
         notes = name_dims(model, spec, output_dims)
         set_metadata(model, meta)
@@ -238,7 +239,3 @@ def _simplified(result: OnnxResult, model: Any, spec: InputSpec, output_dims: li
     result.path, result.nodes_after, result.simplified = path, node_count(simp), True
     return result, simp_outputs
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"

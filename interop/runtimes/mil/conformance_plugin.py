@@ -1,0 +1,343 @@
+"""pytest plugin: run coremltools' own MIL op tests against the Core ML reference runtime.
+
+coremltools' op tests (``coremltools/converters/mil/mil/ops/tests``) build a tiny program per
+case, convert it to an ML program and compare Core ML's prediction with numpy-computed expected
+values -- but only on macOS. This plugin, loaded with
+``pytest -p interop.runtimes.mil.conformance_plugin``:
+
+* makes coremltools' test utilities believe they run on a recent macOS (``_IS_MACOS``,
+  ``_is_macos``, ``_macos_version``), while never loading the macOS-only Core ML bridge
+  (``_MLModelProxy``);
+* routes ``MLModel.predict`` to :func:`interop.runtimes.mil.predict`, executing the ML program
+  from the package the converter wrote to disk (``MLModel.package_path``);
+* skips NeuralNetwork-format cases and stateful cases (reason prefixed ``[mil-conformance]``);
+* classifies every failure (``unsupported`` kernel missing, ``mismatch`` wrong numbers or shapes,
+  ``kernel-error`` the runtime raised, ``timeout``, ``test-error`` failed before reaching the
+  runtime) and names the op at fault;
+* with ``--mil-record FILE`` writes one JSON line per case (read by
+  ``scripts/coreml_conformance.py``); ``--mil-subset fast`` keeps a few cases per test function.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MACOS_VERSION = (15, 5)
+"""The macOS version reported to coremltools: new enough to run every opset (iOS18 needs 15)."""
+
+SKIP_PREFIX = "[mil-conformance] "
+NEURALNETWORK_REASON = SKIP_PREFIX + "neuralnetwork: the reference runtime executes ML programs only"
+STATEFUL_REASON = SKIP_PREFIX + "stateful: the reference runtime does not model Core ML states"
+TESTS_PACKAGE = "coremltools/converters/mil/mil/ops/tests/"
+MESSAGE_CHARS = 400
+
+
+class ConformanceTimeout(Exception):
+    """A case ran longer than ``--mil-timeout`` seconds."""
+
+
+def pytest_addoption(parser: Any) -> None:
+    group = parser.getgroup("mil-conformance", "Core ML reference runtime conformance")
+    group.addoption("--mil-subset", choices=("full", "fast"), default="full",
+                    help="fast: keep --mil-per-function evenly spread ML-program cases per test function")
+    group.addoption("--mil-per-function", type=int, default=2, help="cases per test function in the fast subset")
+    group.addoption("--mil-precision", choices=("fp16", "fp32", "both"), default="fp16",
+                    help="which ML-program precisions to run (coremltools runs fp16 only by default)")
+    group.addoption("--mil-record", default=None, help="append one JSON line per case to this file")
+    group.addoption("--mil-timeout", type=float, default=120.0, help="seconds before a case is failed")
+
+
+def pytest_configure(config: Any) -> None:
+    import os
+
+    if config.getoption("mil_precision") != "fp16":
+        # read by coremltools.converters.mil.testing_reqs when the test packages are imported
+        os.environ["INCLUDE_MIL_FP32_UNIT_TESTS"] = "1"
+    patch_coremltools()
+    config.pluginmanager.register(Recorder(config), "mil-conformance-recorder")
+
+
+# --- making coremltools' test utilities run predictions here ---------------------------------
+
+
+def patch_coremltools() -> None:
+    """Pretend to be macOS for the test utilities; send predictions to the reference runtime."""
+    import coremltools._deps as deps
+    import coremltools.converters.mil.testing_utils as testing_utils
+    import coremltools.models._compiled_model as compiled_model
+    import coremltools.models.model as model
+    import coremltools.models.utils as utils
+
+    def is_macos() -> bool:
+        return True
+
+    def macos_version() -> tuple[int, int]:
+        return MACOS_VERSION
+
+    deps._IS_MACOS = True
+    testing_utils._IS_MACOS = True
+    for module in (utils, model, compiled_model):
+        if hasattr(module, "_is_macos"):
+            module._is_macos = is_macos
+        module._macos_version = macos_version
+    model._MLModelProxy = None  # MLModel(...) must never try to load Core ML.framework
+    model.MLModel.predict = reference_predict
+    model.MLModel.make_state = skip_stateful
+
+
+def skip_stateful(self: Any) -> None:
+    """``MLModel.make_state`` replacement: stateful models are out of the runtime's scope."""
+    pytest.skip(STATEFUL_REASON)
+
+
+def reference_predict(self: Any, data: Any, state: Any = None) -> Any:
+    """``MLModel.predict`` replacement: execute the saved package with the reference runtime."""
+    if state is not None:
+        pytest.skip(STATEFUL_REASON)
+    if self.get_spec().WhichOneof("Type") != "mlProgram":
+        pytest.skip(NEURALNETWORK_REASON)
+    if isinstance(data, list):
+        return [reference_predict(self, item) for item in data]
+    if self.package_path is None:
+        raise RuntimeError("an ML program MLModel without a package on disk cannot be executed")
+    self._verify_input_dict(data)
+    self._convert_tensor_to_numpy(data)
+    return _run_package(self.package_path, data, self.function_name or "main")
+
+
+def _run_package(path: str, data: dict[str, Any], function: str) -> Any:
+    from interop.runtimes import mil
+
+    case = CURRENT.get("case")
+    try:
+        loaded = mil.load_model(path)
+        if case is not None:
+            case["ops"] = sorted(set(program_op_types(loaded.program.functions[function])))
+            case["runtime_called"] = True
+            case["culprit"] = output_op_type(loaded.program.functions[function])
+        return loaded.predict(data, function=function)
+    except Exception as exc:
+        if case is not None:
+            case["runtime_error"] = True
+            case["culprit"] = failing_op_type(exc) or case.get("culprit") or "<load>"
+        raise
+
+
+CURRENT: dict[str, Any] = {}
+"""The record of the case being run (a module global: predictions happen deep in coremltools)."""
+
+
+# --- attributing failures to ops ------------------------------------------------------------
+
+
+def program_op_types(block: Any) -> list[str]:
+    """Op types of ``block`` and its nested blocks, consts excluded."""
+    types: list[str] = []
+    for op in block.operations:
+        if op.op_type != "const":
+            types.append(op.op_type)
+        for inner in op.blocks:
+            types.extend(program_op_types(inner))
+    return types
+
+
+def output_op_type(function: Any) -> str | None:
+    """The op producing the first output, looking through the casts fp16 conversion appends."""
+    var = function.outputs[0] if function.outputs else None
+    op = var.op if var is not None else None
+    while op is not None and op.op_type == "cast" and op.x.op is not None and op.x.op.op_type != "const":
+        op = op.x.op
+    return op.op_type if op is not None else None
+
+
+def failing_op_type(exc: BaseException) -> str | None:
+    """The MIL op whose kernel raised ``exc`` (the innermost interpreter frame running an op)."""
+    op_type = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_name == "_run_op" and "op" in frame.f_locals:
+            op_type = getattr(frame.f_locals["op"], "op_type", op_type)
+    if op_type is None:
+        match = re.search(r"MIL op '([^']+)'", str(exc))
+        op_type = match.group(1) if match else None
+    return op_type
+
+
+def failure_kind(exc: BaseException, case: dict[str, Any]) -> str:
+    """``unsupported`` / ``kernel-error`` / ``mismatch`` / ``timeout`` / ``test-error``."""
+    from interop.errors import UnsupportedOpError
+
+    if isinstance(exc, UnsupportedOpError):
+        return "unsupported"
+    if isinstance(exc, ConformanceTimeout):
+        return "timeout"
+    if case.get("runtime_error"):
+        return "kernel-error"
+    if case.get("runtime_called") and isinstance(exc, AssertionError):
+        return "mismatch"
+    if case.get("runtime_called"):
+        return "test-error"  # the runtime returned; the test failed on something else (e.g. output names)
+    return "test-error"
+
+
+def short_message(exc: BaseException) -> str:
+    """One compact line: the exception type and the start of its message (hints dropped)."""
+    text = getattr(exc, "message", None) or str(exc)
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text}"[:MESSAGE_CHARS]
+
+
+# --- collection: what runs -----------------------------------------------------------------
+
+
+def backend_of(item: Any) -> tuple[str | None, str | None, str | None]:
+    """(backend, precision, opset) of a parametrized coremltools case, Nones if not parametrized."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    config = params.get("backend")
+    if isinstance(config, tuple) and len(config) == 2:
+        return config[0], config[1], None
+    if not hasattr(config, "opset_version"):
+        return None, None, None
+    opset = getattr(config.opset_version, "name", str(config.opset_version))
+    return config.backend, config.precision, opset
+
+
+def _precision_kept(item: Any, precision: str) -> bool:
+    backend, item_precision, _ = backend_of(item)
+    return backend != "mlprogram" or item_precision == precision
+
+
+def fast_subset(items: list[Any], per_function: int) -> list[Any]:
+    """``per_function`` evenly spread ML-program cases of every test function."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for item in items:
+        if backend_of(item)[0] == "mlprogram":
+            groups.setdefault((str(item.path), item.originalname), []).append(item)
+    keep: list[Any] = []
+    for group in groups.values():
+        if len(group) <= per_function:
+            keep.extend(group)
+            continue
+        step = (len(group) - 1) / max(per_function - 1, 1)
+        keep.extend(group[round(i * step)] for i in range(per_function))
+    return keep
+
+
+# --- the recorder -------------------------------------------------------------------------
+
+
+class Recorder:
+    """pytest hooks that classify each case and append it to ``--mil-record``."""
+
+    def __init__(self, config: Any):
+        self.config = config
+        path = config.getoption("mil_record")
+        self.path = Path(path) if path else None
+        self.timeout = config.getoption("mil_timeout")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
+        precision = config.getoption("mil_precision")
+        selected = [item for item in items if precision == "both" or _precision_kept(item, precision)]
+        if config.getoption("mil_subset") == "fast":
+            selected = fast_subset(selected, config.getoption("mil_per_function"))
+        kept = set(map(id, selected))
+        deselected = [item for item in items if id(item) not in kept]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+        for item in items:
+            if backend_of(item)[0] == "neuralnetwork":
+                item.add_marker(pytest.mark.skip(reason=NEURALNETWORK_REASON))
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        # ct.convert ends with a full gc.collect(); with torch and every test module imported
+        # that costs ~0.5 s per case. Freezing what exists now makes it scan only new objects.
+        gc.collect()
+        gc.freeze()
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        CURRENT["case"] = {"nodeid": nodeid, "outcome": "passed", "runtime_called": False, "start": time.time()}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: Any):
+        previous = signal.signal(signal.SIGALRM, self._on_timeout)
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def _on_timeout(self, signum: int, frame: Any) -> None:
+        raise ConformanceTimeout(f"the case ran longer than {self.timeout:g} s")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: Any, call: Any):
+        outcome = yield
+        report = outcome.get_result()
+        case = CURRENT.get("case")
+        if case is None:
+            return
+        case.update(_describe_item(item))
+        if report.skipped and report.when != "teardown":
+            case["outcome"] = "skipped"
+            case["kind"] = "xfail" if hasattr(report, "wasxfail") else _skip_kind(report)
+            case["message"] = _skip_reason(report)[:MESSAGE_CHARS]
+        elif report.passed and report.when == "call" and hasattr(report, "wasxfail"):
+            case["kind"] = "xpass"  # coremltools expects Core ML to fail here; the runtime passes
+        elif report.failed and case["outcome"] != "failed":
+            case["outcome"] = "failed"
+            exc = call.excinfo.value if call.excinfo is not None else None
+            case["kind"] = failure_kind(exc, case) if exc is not None else "test-error"
+            case["message"] = short_message(exc) if exc is not None else str(report.longrepr)[:MESSAGE_CHARS]
+            report.user_properties.append(("mil_failure_kind", case["kind"]))
+            report.user_properties.append(("mil_op", str(case.get("culprit"))))
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        case = CURRENT.pop("case", None)
+        if case is None or self.path is None:
+            return
+        case["seconds"] = round(time.time() - case.pop("start"), 3)
+        case.setdefault("kind", case["outcome"])
+        with self.path.open("a") as out:
+            out.write(json.dumps(case, default=str) + "\n")
+
+
+def _describe_item(item: Any) -> dict[str, Any]:
+    backend, precision, opset = backend_of(item)
+    path = str(item.path)
+    file = path.split(TESTS_PACKAGE, 1)[-1]
+    cls = item.cls.__name__ if item.cls is not None else ""
+    return {"file": file, "class": cls, "function": item.originalname, "op": class_op_name(cls),
+            "backend": backend, "precision": precision, "opset": opset}
+
+
+def class_op_name(cls: str) -> str:
+    """``TestConvTranspose`` -> ``conv_transpose``: the op a coremltools test class is about."""
+    name = cls[4:] if cls.startswith("Test") else cls
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() or "<module>"
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _skip_kind(report: Any) -> str:
+    reason = _skip_reason(report)
+    if reason.startswith(NEURALNETWORK_REASON):
+        return "skip-neuralnetwork"
+    if reason.startswith(STATEFUL_REASON):
+        return "skip-stateful"
+    return "skip-coremltools"

@@ -1,0 +1,45 @@
+"""Build tiny MIL programs, save them as real .mlpackages, run them with the reference runtime."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def save_program(prog: Any, folder: Path, precision: str = "fp32", target: Any = None) -> Path:
+    """Convert a pymil program (``@mb.program``) to an ML program package on disk."""
+    import coremltools as ct
+
+    kwargs: dict[str, Any] = {}
+    if target is not None:
+        kwargs["minimum_deployment_target"] = target
+    mlmodel = ct.convert(
+        prog,
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        **kwargs,
+    )
+    path = Path(folder) / "model.mlpackage"
+    mlmodel.save(str(path))
+    return path
+
+
+def run_program(prog: Any, inputs: dict[str, np.ndarray], precision: str = "fp32", target: Any = None,
+                intermediate: bool = False) -> Any:
+    """Save ``prog`` to a temporary package and execute it from disk."""
+    from interop.runtimes import mil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_program(prog, Path(tmp), precision=precision, target=target)
+        return mil.predict(path, inputs, intermediate=intermediate)
+
+
+def run_builder(build: Callable[..., Any], input_specs: list[Any], inputs: dict[str, np.ndarray], **kw: Any) -> Any:
+    """``build`` is the body of an ``@mb.program(input_specs=...)`` function."""
+    from coremltools.converters.mil import Builder as mb
+
+    prog = mb.program(input_specs=input_specs, opset_version=kw.pop("opset_version", None))(build)
+    return run_program(prog, inputs, **kw)
