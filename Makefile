@@ -25,7 +25,7 @@ samples: $(STAMP)
 demo: $(STAMP) samples/mobilenet_v2.pt
 	$(BIN)/interop doctor
 	$(BIN)/interop build samples/lstm_sum.pt --out demo-out
-	$(BIN)/interop build samples/mobilenet_v2.pt --labels samples/mobilenet_v2.labels.txt --out demo-out
+	$(BIN)/interop build samples/mobilenet_v2.pt --out demo-out
 	@echo "artifacts and reports: demo-out/"
 
 test: $(STAMP)

@@ -41,7 +41,12 @@ def build(
     tolerance: List[str] = typer.Option([], "--tolerance", help="NAME:rel_l2=1e-3[,max_rel=...] per output ('*' all)"),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep rejected artifacts as <stem>.FAILED.*"),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Seeded samples per shape case (default 2)"),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Class labels file, one per line"),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Class labels file, one per line: a classifier"),
+    image: Optional[str] = typer.Option(None, "--image", help="Input that takes raw image pixels (RGB, 0..255)"),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406"),
+    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225"),
+    pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale", help="Pixels are divided by this first (255)"),
+    coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
 ) -> None:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
@@ -54,7 +59,8 @@ def build(
                "precision": precision, "factory": factory, "trust": trust or None, "samples": samples,
                "exporter": exporter, "opset": opset, "deployment_target": deployment_target,
                "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
-               "num_samples": num_samples, "labels": labels}
+               "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
+               "pixel_scale": pixel_scale, "coreml_capture": coreml_capture}
         cfg = merge(cli, read_config_file(config))
         report = _with_progress(lambda: run_build(cfg), quiet=json_out)
         if json_out:

@@ -36,6 +36,10 @@ class BuildConfig:
     tolerance: list[str] = field(default_factory=list)
     keep_failed: bool = False
     labels: str | None = None
+    image: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    pixel_scale: float | None = None
     author: str | None = None
     license: str | None = None
     description: str | None = None

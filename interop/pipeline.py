@@ -17,12 +17,13 @@ from .config import BuildConfig, read_config_file
 from .errors import ExportError, InteropError, SpecError, first_line
 from .loading import Source, load_source
 from .outdir import OutputFolder
+from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, probs_from_dict, wrap
 from .quiet import Noise, captured
 from .report import Report
 from .resolve import resolve_spec
 from .runtimes.torch_ref import run_torch
 from .spec import Case, InputSpec, case_shape, cases, make_sample, other_size
-from .targets import SUFFIX, TARGETS, flat_module, flatten_outputs, output_keys
+from .targets import TARGETS, output_keys
 
 
 @dataclass
@@ -41,12 +42,50 @@ def build(config: BuildConfig) -> Report:
     folder = OutputFolder.for_model(config.model, config.out)
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
-    flat = flat_module(source.module)
-    all_cases = cases(spec)
-    ref = reference(flat, spec, all_cases, config)  # a model failing on the spec is a spec error: before any write
-    names = output_names(source.module, spec, ref, config)
+    prep = prepare(config, source, spec)
     with folder.session() as work:
-        return _build_in(config, source, spec, folder, work, flat, all_cases, ref, names)
+        return _build_in(config, source, spec, folder, work, prep)
+
+
+@dataclass
+class Prepared:
+    """The module as exported (preprocessing folded in, outputs flat), its cases and reference."""
+
+    module: Any
+    cases: list[Case]
+    ref: "Reference"
+    names: list[str]
+    image: ImageInput | None
+    labels: list[str] | None
+
+
+def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
+    """Everything that runs the PyTorch model, before anything is written: a model that fails on
+    the spec is a spec error."""
+    image = image_input(config.image, config.mean, config.std, config.pixel_scale, spec, source.hints.get("image"))
+    labels = read_labels(config.labels) if config.labels else source.hints.get("labels")
+    all_cases = cases(spec)
+    pixels = {image.input} if image else set()
+    module = wrap(source.module, spec.names(), image, softmax=False)
+    ref = reference(module, spec, all_cases, config, pixels)
+    if labels:
+        _check_labels(labels, ref)
+        if not looks_like_probabilities(ref.outputs["example"][0][:1]):
+            module = wrap(source.module, spec.names(), image, softmax=True)
+            ref = reference(module, spec, all_cases, config, pixels)
+    names = output_names(source.module, spec, ref, config)
+    if labels:
+        names[0] = PROBS
+    return Prepared(module, all_cases, ref, names, image, labels)
+
+
+def _check_labels(labels: list[str], ref: "Reference") -> None:
+    first = ref.outputs["example"][0][0]
+    if first.ndim != 2 or first.shape[-1] != len(labels):
+        raise SpecError(f"{len(labels)} labels but the model's first output has shape {first.shape}",
+                        hint="a classifier's first output is (batch, classes) with one label per class")
+    if len(set(labels)) != len(labels):
+        raise SpecError("the labels file repeats a label", hint="labels must be unique")
 
 
 def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
@@ -70,18 +109,19 @@ def _check_choices(config: BuildConfig) -> None:
         parse_tolerance(text)
 
 
-def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path, flat: Any,
-              all_cases: list[Case], ref: Reference, names: list[str]) -> Report:
+def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path,
+              prep: Prepared) -> Report:
     noise = Noise()
+    flat, all_cases, ref, names = prep.module, prep.cases, prep.ref, prep.names
     report = Report.start(config, source, spec, names, ref, all_cases)
-    meta = metadata(config, source, spec)
+    meta = metadata(config, source, spec, prep)
     export_args = _export_args(spec, ref, all_cases)
     traced = Trace(flat, export_args, noise)
     stem = folder.stem
     if "onnx" in config.targets:
         _run_onnx(report, flat, export_args, spec, names, ref, all_cases, work, stem, config, meta, noise, traced)
     if "coreml" in config.targets:
-        _run_coreml(report, flat, export_args, spec, names, ref, all_cases, work, stem, config, meta, noise, traced)
+        _run_coreml(report, prep, export_args, spec, work, stem, config, meta, noise, traced)
     report.add_noise(noise)
     report.finish()
     folder.commit(work, report, keep_failed=config.keep_failed)
@@ -108,13 +148,18 @@ class Trace:
         return self._traced
 
 
-def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig) -> Reference:
+def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,
+              pixels: set[str] = frozenset()) -> Reference:
+    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs."""
     ref = Reference()
     user = load_user_samples(config.samples, spec) if config.samples else []
     names = spec.names()
     for case in all_cases:
         samples = [make_sample(spec, case, config.seed + 1000 * i + zlib.crc32(case.name.encode()) % 997)
                    for i in range(config.num_samples)]
+        for sample in samples:
+            for name in pixels:
+                sample[name] = np.round(sample[name])
         if case.name == "example" and user:
             samples = user + samples[: max(0, config.num_samples - len(user))]
         ref.samples[case.name] = samples
@@ -214,11 +259,11 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
     return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)
 
 
-def metadata(config: BuildConfig, source: Source, spec: InputSpec) -> dict[str, Any]:
-    labels = read_labels(config.labels) if config.labels else None
+def metadata(config: BuildConfig, source: Source, spec: InputSpec, prep: Prepared) -> dict[str, Any]:
     return {"author": config.author, "license": config.license, "description": config.description,
             "version": config.version, "interop.version": __version__, "interop.source_sha256": source.sha256,
-            "interop.source": Path(source.path).name, "interop.spec": spec.to_json(), "interop.labels": labels}
+            "interop.source": Path(source.path).name, "interop.spec": spec.to_json(), "interop.labels": prep.labels,
+            "interop.image": prep.image.to_json() if prep.image else None}
 
 
 def read_labels(path: str) -> list[str]:
@@ -279,34 +324,56 @@ def _run_onnx(report: Report, flat: Any, args: tuple, spec: InputSpec, names: li
     report.add_agreement(_diffs("onnx", "onnxruntime", ref, got, names, "fp32", config))
 
 
-def _run_coreml(report: Report, flat: Any, args: tuple, spec: InputSpec, names: list[str], ref: Reference,
-                all_cases: list[Case], work: Path, stem: str, config: BuildConfig, meta: dict[str, Any],
-                noise: Noise, traced: Trace) -> None:
-    from .targets.coreml import build_coreml
+def _run_coreml(report: Report, prep: Prepared, args: tuple, spec: InputSpec, work: Path, stem: str,
+                config: BuildConfig, meta: dict[str, Any], noise: Noise, traced: Trace) -> None:
+    from .targets.coreml import CoremlOptions, build_coreml
 
     started = time.perf_counter()
+    opts = CoremlOptions(config.precision, config.deployment_target, config.coreml_shapes, config.coreml_capture,
+                         prep.image, prep.labels)
     try:
-        result = build_coreml(flat, args, spec, all_cases, names, work, stem, config.precision,
-                              config.deployment_target, config.coreml_shapes, config.coreml_capture, meta, noise,
-                              traced)
+        result = build_coreml(prep.module, args, spec, prep.cases, prep.names, work, stem, opts, meta, noise, traced)
     except ExportError as exc:
         report.target_failed("coreml", str(exc), time.perf_counter() - started)
         return
     report.coreml_ok(result, time.perf_counter() - started, work)
-    for runtime, got, problem in coreml_runs(result.path, spec, ref, names):
+    ref = single_image_cases(prep, spec) if prep.image is not None else prep.ref
+    for runtime, got, problem in coreml_runs(result.path, spec, ref, prep.names, prep.labels):
         if problem:
             report.not_executed("coreml", runtime, problem)
         else:
-            report.add_agreement(_diffs("coreml", runtime, ref, got, names, config.precision, config))
+            report.add_agreement(_diffs("coreml", runtime, ref, got, prep.names, config.precision, config))
 
 
-def coreml_runs(path: Path, spec: InputSpec, ref: Reference, names: list[str]):
+def single_image_cases(prep: Prepared, spec: InputSpec) -> Reference:
+    """A Core ML image input takes one picture: every case at batch 1 (inputs sharing the image's
+    batch dim sliced to their first item), with PyTorch's outputs for exactly those inputs."""
+    batch = spec.by_name(prep.image.input).dynamic.get(0)
+    sharing = [t.name for t in spec.inputs if batch and t.dynamic.get(0) and t.dynamic[0].name == batch.name]
+    sharing = sharing or [prep.image.input]
+    out = Reference()
+    for case, samples in prep.ref.samples.items():
+        if samples[0][prep.image.input].shape[0] == 1:
+            out.samples[case], out.outputs[case] = samples, prep.ref.outputs[case]
+            continue
+        name = f"{case}, one image"
+        sliced = [{k: (v[:1] if k in sharing else v) for k, v in s.items()} for s in samples]
+        out.samples[name] = sliced
+        out.outputs[name] = [run_torch(prep.module, s, spec.names()) for s in sliced]
+    return out
+
+
+def coreml_runs(path: Path, spec: InputSpec, ref: Reference, names: list[str], labels: list[str] | None = None):
     """(runtime, outputs per case, problem) for the reference runtime and, on macOS, Core ML."""
     from .runtimes.coreml import native_available, run_native
     from .targets.coreml import coreml_feed
 
+    def value(out: dict[str, Any], name: str) -> np.ndarray:
+        v = out[name]
+        return probs_from_dict(v, labels) if isinstance(v, dict) and labels else np.asarray(v)
+
     def collect(run):
-        return {c: [[np.asarray(run(coreml_feed(spec, s))[n]) for n in names] for s in ref.samples[c]]
+        return {c: [[value(run(coreml_feed(spec, s)), n) for n in names] for s in ref.samples[c]]
                 for c in ref.samples}
 
     try:

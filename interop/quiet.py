@@ -64,9 +64,13 @@ def captured(noise: Noise | None = None) -> Iterator[Noise]:
         saved = [os.dup(1), os.dup(2)]
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
+        text_sink = open(sink.fileno(), "w", closefd=False, buffering=1)  # where sys.std* were replaced (pytest, notebooks)
         try:
-            yield noise
+            with contextlib.redirect_stdout(text_sink), contextlib.redirect_stderr(text_sink):
+                yield noise
         finally:
+            text_sink.flush()
+            text_sink.close()
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)

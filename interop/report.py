@@ -39,7 +39,8 @@ class Report:
             "warnings": [],
             "settings": {"seed": config.seed, "num_samples": config.num_samples, "precision": config.precision,
                          "tolerance": list(config.tolerance), "samples": config.samples, "factory": config.factory,
-                         "trust": config.trust, "output_names": names},
+                         "trust": config.trust, "output_names": names, "image": config.image, "mean": config.mean,
+                         "std": config.std, "pixel_scale": config.pixel_scale, "labels": config.labels},
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
         })
 

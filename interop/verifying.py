@@ -12,7 +12,7 @@ from .config import BuildConfig
 from .errors import SpecError
 from .loading import load_source
 from .report import Report
-from .spec import InputSpec, cases
+from .spec import InputSpec
 
 
 def _read(path: str) -> dict[str, Any]:
@@ -28,20 +28,21 @@ def _read(path: str) -> dict[str, Any]:
 
 
 def verify_report(path: str) -> Report:
-    from .pipeline import _diffs, coreml_runs, reference
+    from .pipeline import _diffs, coreml_runs, prepare
     from .runtimes.onnxruntime import run_onnx, session
-    from .targets import flat_module
 
     old = _read(path)
     settings = old["settings"]
     config = BuildConfig(model=old["model"]["source"], seed=settings["seed"], num_samples=settings["num_samples"],
                          precision=settings["precision"], tolerance=settings["tolerance"],
-                         samples=settings.get("samples"), factory=settings.get("factory"), trust=settings.get("trust", False))
+                         samples=settings.get("samples"), factory=settings.get("factory"), trust=settings.get("trust", False),
+                         image=settings.get("image"), mean=settings.get("mean"), std=settings.get("std"),
+                         pixel_scale=settings.get("pixel_scale"), labels=settings.get("labels"))
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = InputSpec.from_json({"inputs": old["inputs"], "outputs": settings["output_names"]})
-    names = settings["output_names"]
-    all_cases = cases(spec)
-    ref = reference(flat_module(source.module), spec, all_cases, config)
+    spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
+    prep = prepare(config, source, spec)
+    names, ref, all_cases = prep.names, prep.ref, prep.cases
     report = Report.start(config, source, spec, names, ref, all_cases)
     report.data["targets"] = copy.deepcopy(old["targets"])
     if source.sha256 != old["model"].get("sha256"):
@@ -64,7 +65,7 @@ def verify_report(path: str) -> Report:
                 continue
             report.add_agreement(_diffs("onnx", "onnxruntime", ref, got, names, "fp32", config))
         else:
-            for runtime, got, problem in coreml_runs(Path(artifact), spec, ref, names):
+            for runtime, got, problem in coreml_runs(Path(artifact), spec, ref, names, prep.labels):
                 if problem:
                     report.not_executed("coreml", runtime, problem)
                 else:

@@ -129,6 +129,10 @@ def spec_digit() -> dict:
                         "dynamic": _batch(1, 64)}], "outputs": ["log_probs"]}
 
 
-def spec_mobilenet() -> dict:
+IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "pixel_scale": 255.0}
+
+
+def spec_mobilenet(labels: list[str]) -> dict:
+    """An image classifier: raw RGB pixels in, ImageNet normalisation folded in, class labels."""
     return {"inputs": [{"name": "image", "shape": [1, 3, 224, 224], "dtype": "float32", "dynamic": _batch(1, 16)}],
-            "outputs": ["logits"]}
+            "outputs": ["logits"], "image": {"input": "image", **IMAGENET_NORMALISATION}, "labels": labels}

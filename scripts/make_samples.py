@@ -78,9 +78,9 @@ def build_large() -> None:
     torch.manual_seed(3)
     net = models.MobileNetV2(classes=len(LABELS))
     _randomise_bn(net)
-    save(net, models.spec_mobilenet(), "mobilenet_v2", torch.rand(1, 3, 224, 224))
+    save(net, models.spec_mobilenet(LABELS), "mobilenet_v2", torch.rand(1, 3, 224, 224))
     (SAMPLES / "mobilenet_v2.labels.txt").write_text("\n".join(LABELS) + "\n")
-    print("mobilenet_v2.pt: seeded random weights, 10 labels")
+    print("mobilenet_v2.pt: seeded random weights; an image classifier (ImageNet normalisation, 10 labels)")
 
 
 def _randomise_bn(model: torch.nn.Module) -> None:

@@ -22,6 +22,16 @@ DEFAULT_TARGET = "iOS16"
 
 
 @dataclass
+class CoremlOptions:
+    precision: str = "fp16"
+    deployment_target: str = DEFAULT_TARGET
+    shapes: str = "range"
+    capture: str = "auto"
+    image: Any = None  # preprocess.ImageInput
+    labels: list[str] | None = None
+
+
+@dataclass
 class CoremlResult:
     path: Path
     capture: str
@@ -41,11 +51,25 @@ def deployment_target(name: str) -> Any:
     return target
 
 
-def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str) -> list[Any]:
+def _image_type(t: Any) -> Any:
+    """Core ML images are one picture: batch fixed at 1; dynamic H/W become ranges. Scale 1 and
+    bias 0: the normalisation is folded into the model (see preprocess.py)."""
+    import coremltools as ct
+
+    dims = [1, t.shape[1]] + [ct.RangeDim(t.dynamic[a].min, t.dynamic[a].max, t.shape[a]) if a in t.dynamic else t.shape[a]
+                              for a in (2, 3)]
+    layout = ct.colorlayout.RGB if t.shape[1] == 3 else ct.colorlayout.GRAYSCALE
+    return ct.ImageType(name=t.name, shape=ct.Shape(dims), scale=1.0, bias=[0.0] * t.shape[1], color_layout=layout)
+
+
+def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str, image: Any = None) -> list[Any]:
     import coremltools as ct
 
     types = []
     for t in spec.inputs:
+        if image is not None and t.name == image.input:
+            types.append(_image_type(t))
+            continue
         dtype = np.int32 if t.dtype.startswith(("int", "uint")) else (np.bool_ if t.dtype == "bool" else np.float32)
         if not t.dynamic:
             shape: Any = t.shape
@@ -61,45 +85,61 @@ def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str) -> list[A
 
 
 def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
-             precision: str, target: Any, shapes_mode: str, traced: Callable[[], Any]) -> Any:
+             opts: CoremlOptions, target: Any, traced: Callable[[], Any]) -> Any:
     import coremltools as ct
     import torch
 
     from .patches import register
 
     register()
-    common = dict(convert_to="mlprogram", minimum_deployment_target=target,
-                  compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+    common: dict[str, Any] = dict(convert_to="mlprogram", minimum_deployment_target=target,
+                                  compute_precision=ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32)
+    if opts.labels:
+        common["classifier_config"] = ct.ClassifierConfig(list(opts.labels))
     if capture == "trace":
-        return ct.convert(traced(), inputs=_input_types(spec, cases, shapes_mode),
-                          outputs=[ct.TensorType(name=n) for n in output_names], **common)
+        outputs = None if opts.labels else [ct.TensorType(name=n) for n in output_names]
+        model = ct.convert(traced(), inputs=_input_types(spec, cases, opts.shapes, opts.image), outputs=outputs, **common)
+        return _renamed(model, spec.names(), output_names, opts.labels)
     from torch.export import Dim
 
     dims: dict[str, Any] = {}
     dyn = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()} or None
                 for t in spec.inputs)
     program = torch.export.export(module, args, dynamic_shapes=(dyn,) if any(dyn) else None).run_decompositions({})
+    if opts.image is not None:
+        common["inputs"] = _input_types(spec, cases, opts.shapes, opts.image)
     model = ct.convert(program, **common)
-    _rename_features(model, spec.names(), output_names)
-    return model
+    return _renamed(model, spec.names(), output_names, opts.labels)
 
 
-def _rename_features(model: Any, inputs: list[str], outputs: list[str]) -> None:
+def _renamed(model: Any, inputs: list[str], outputs: list[str], labels: list[str] | None) -> Any:
+    """Give the package the ONNX model's feature names (a classifier: classLabel and
+    classLabelProbs); returns a new MLModel built from the edited spec and the same weights."""
     import coremltools as ct
 
-    spec = model._spec
-    for feature, name in zip(list(spec.description.input), inputs):
-        if feature.name != name:
-            ct.utils.rename_feature(spec, feature.name, name)
-    for feature, name in zip(list(spec.description.output), outputs):
-        if feature.name != name:
-            ct.utils.rename_feature(spec, feature.name, name)
+    from ..preprocess import LABEL, PROBS
+
+    spec = model.get_spec()
+    wanted_outputs = [LABEL, PROBS] if labels else outputs
+    changed = False
+    for features, names in ((spec.description.input, inputs), (spec.description.output, wanted_outputs)):
+        for feature, name in zip(list(features), names):
+            if feature.name != name:
+                ct.utils.rename_feature(spec, feature.name, name)
+                changed = True
+    if labels:
+        spec.description.predictedFeatureName = LABEL
+        spec.description.predictedProbabilitiesName = PROBS
+    if not changed:
+        return model
+    return ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
 
 
 def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
-                 workdir: Path, stem: str, precision: str, target_name: str, shapes_mode: str, capture: str,
-                 meta: dict[str, Any], noise: Noise, traced: Callable[[], Any]) -> CoremlResult:
+                 workdir: Path, stem: str, opts: CoremlOptions, meta: dict[str, Any], noise: Noise,
+                 traced: Callable[[], Any]) -> CoremlResult:
     """Convert through jit.trace, falling back to torch.export (or the reverse); save the package."""
+    precision, target_name, shapes_mode, capture = opts.precision, opts.deployment_target, opts.shapes, opts.capture
     if precision not in PRECISIONS:
         raise SpecError(f"unknown precision {precision!r}", hint="use fp16 or fp32")
     if shapes_mode not in SHAPE_MODES:
@@ -113,16 +153,19 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
     for path_name in order:
         try:
             with captured(noise):
-                model = _convert(path_name, module, args, spec, cases, output_names, precision, target, shapes_mode,
-                                 traced)
+                model = _convert(path_name, module, args, spec, cases, output_names, opts, target, traced)
         except Exception as exc:
             rejected.append({"path": _capture_label(path_name), "reason": first_line(exc)})
             continue
         _set_metadata(model, meta)
+        _describe(model, spec, opts)
         out = workdir / f"{stem}.mlpackage"
         with captured(noise):
             model.save(str(out))
         notes = [f"int64 input {t.name!r} is int32 in Core ML" for t in spec.inputs if t.dtype == "int64"]
+        if opts.image is not None:
+            notes.append(f"image input {opts.image.input!r}: one RGB picture (batch 1), raw pixels; "
+                         f"mean {opts.image.mean} / std {opts.image.std} applied inside the model")
         if precision == "fp16":
             notes.append("fp16 compute precision (coremltools' ML-program default): checked against fp16 tolerances")
         return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes)
@@ -147,6 +190,23 @@ def _set_metadata(model: Any, meta: dict[str, Any]) -> None:
     for key, value in meta.items():
         if key.startswith("interop.") and value is not None:
             user[key] = value if isinstance(value, str) else json.dumps(value)
+
+
+def _describe(model: Any, spec: InputSpec, opts: CoremlOptions) -> None:
+    """Input/output descriptions Xcode shows."""
+    for t in spec.inputs:
+        if opts.image is not None and t.name == opts.image.input:
+            text = (f"image, raw pixels 0..255; normalised inside the model (/{opts.image.pixel_scale:g}, "
+                    f"mean {opts.image.mean}, std {opts.image.std})")
+        else:
+            dyn = ", ".join(f"axis {a} = {d.name} {d.min}..{d.max}" for a, d in sorted(t.dynamic.items()))
+            text = f"{t.dtype} {list(t.shape)}" + (f"; {dyn}" if dyn else "")
+        model.input_description[t.name] = text
+    if opts.labels:
+        from ..preprocess import LABEL, PROBS
+
+        model.output_description[LABEL] = "most likely class label"
+        model.output_description[PROBS] = "probability of each class label"
 
 
 def coreml_feed(spec: InputSpec, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
