@@ -47,6 +47,8 @@ def build(
     std: Optional[str] = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225"),
     pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale", help="Pixels are divided by this first (255)"),
     coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
+    allow_trace_warnings: bool = typer.Option(False, "--allow-trace-warnings",
+                                              help="Build although tracing hit data-dependent control flow."),
 ) -> None:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
@@ -60,7 +62,8 @@ def build(
                "exporter": exporter, "opset": opset, "deployment_target": deployment_target,
                "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
                "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
-               "pixel_scale": pixel_scale, "coreml_capture": coreml_capture}
+               "pixel_scale": pixel_scale, "coreml_capture": coreml_capture,
+               "allow_trace_warnings": allow_trace_warnings or None}
         cfg = merge(cli, read_config_file(config))
         report = _with_progress(lambda: run_build(cfg), quiet=json_out)
         if json_out:
@@ -70,6 +73,37 @@ def build(
 
             render_build(report)
         return 0 if report.passed else 1
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command()
+def check(
+    model: str = typer.Argument(..., help="Model file or MODULE:FN (as for build)."),
+    input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]]"),
+    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX]"),
+    config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml"),
+    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN for a state_dict"),
+    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset to check against (default 20)"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Preflight only: ops neither target translates (with module paths), trace hazards."""
+
+    def run() -> int:
+        from .checking import check_model
+        from .config import merge, read_config_file
+
+        cli = {"model": model, "inputs": input, "dynamic": dynamic, "factory": factory, "trust": trust or None,
+               "opset": opset}
+        result = _with_progress(lambda: check_model(merge(cli, read_config_file(config))), quiet=json_out)
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            from .console import render_check
+
+            render_check(result)
+        return 1 if result["would_fail"] else 0
 
     raise typer.Exit(_guard(run))
 

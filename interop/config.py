@@ -40,6 +40,7 @@ class BuildConfig:
     mean: str | None = None
     std: str | None = None
     pixel_scale: float | None = None
+    allow_trace_warnings: bool = False
     author: str | None = None
     license: str | None = None
     description: str | None = None

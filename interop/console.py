@@ -52,3 +52,26 @@ def render_inspect(info: dict[str, Any]) -> None:
         console.print("metadata:")
         for k, v in info["metadata"].items():
             console.print(f"  {k}: {str(v)[:200]}")
+
+
+def render_check(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{result['model']}[/] ({result['format']}), checked in {result['seconds']}s")
+    if result.get("trace_error"):
+        console.print(f"[yellow]! torch.jit.trace fails: {result['trace_error']} (the dynamo / torch.export routes remain)[/]")
+    if result["ops"]:
+        table = Table(title="ops that need attention")
+        for col in ("op", "where", "ONNX", "Core ML"):
+            table.add_column(col)
+        for u in result["ops"]:
+            where = ", ".join(u["where"][:3]) + (" …" if len(u["where"]) > 3 else "")
+            table.add_row(u["op"], where or "—", u["onnx"], u["coreml"])
+        console.print(table)
+    else:
+        console.print("[green]every traced op has a translation on both targets[/]")
+    for h in result["hazards"]:
+        console.print(f"[red]trace hazard: {h}[/]")
+    console.print("[bold red]would fail[/]" if result["would_fail"] else "[bold green]no blocking problem found[/]")

@@ -17,6 +17,7 @@ from .config import BuildConfig, read_config_file
 from .errors import ExportError, InteropError, SpecError, first_line
 from .loading import Source, load_source
 from .outdir import OutputFolder
+from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
 from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, probs_from_dict, wrap
 from .quiet import Noise, captured
 from .report import Report
@@ -57,6 +58,10 @@ class Prepared:
     names: list[str]
     image: ImageInput | None
     labels: list[str] | None
+    export_args: tuple = ()
+    trace: Any = None
+    noise: Noise = field(default_factory=Noise)
+    hazards: list[Hazard] = field(default_factory=list)
 
 
 def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
@@ -76,7 +81,13 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     names = output_names(source.module, spec, ref, config)
     if labels:
         names[0] = PROBS
-    return Prepared(module, all_cases, ref, names, image, labels)
+    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases))
+    prep.trace = Trace(module, prep.export_args, prep.noise)
+    if prep.trace.traced is not None and prep.trace.traced is not module:
+        prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
+    if prep.hazards and not config.allow_trace_warnings:
+        fail_on_hazards(prep.hazards)
+    return prep
 
 
 def _check_labels(labels: list[str], ref: "Reference") -> None:
@@ -111,12 +122,13 @@ def _check_choices(config: BuildConfig) -> None:
 
 def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path,
               prep: Prepared) -> Report:
-    noise = Noise()
+    noise = prep.noise
     flat, all_cases, ref, names = prep.module, prep.cases, prep.ref, prep.names
     report = Report.start(config, source, spec, names, ref, all_cases)
     meta = metadata(config, source, spec, prep)
-    export_args = _export_args(spec, ref, all_cases)
-    traced = Trace(flat, export_args, noise)
+    export_args, traced = prep.export_args, prep.trace
+    for hazard in prep.hazards:  # only here with --allow-trace-warnings
+        report.data["warnings"].append(f"trace hazard (allowed): {hazard.line()}")
     stem = folder.stem
     if "onnx" in config.targets:
         _run_onnx(report, flat, export_args, spec, names, ref, all_cases, work, stem, config, meta, noise, traced)
@@ -129,23 +141,30 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
 
 
 class Trace:
-    """The one ``torch.jit.trace`` of the model, made on first use and shared by the TorchScript
-    ONNX exporter and the Core ML trace path (TorchScript sources are used as they are)."""
+    """The one ``torch.jit.trace`` of the model, shared by the TorchScript ONNX exporter and the
+    Core ML trace path (TorchScript sources are used as they are). Made once, up front, keeping its
+    TracerWarnings; a model that cannot be traced keeps the error for those two routes to report,
+    while the dynamo / torch.export routes still run."""
 
     def __init__(self, module: Any, args: tuple, noise: Noise):
-        self.module, self.args, self.noise = module, args, noise
-        self._traced: Any = None
-
-    def __call__(self) -> Any:
         import torch
 
-        if self._traced is None:
-            if isinstance(self.module, torch.jit.ScriptModule):
-                self._traced = self.module
-            else:
-                with captured(self.noise), torch.no_grad():
-                    self._traced = torch.jit.trace(self.module, self.args, strict=False, check_trace=False)
-        return self._traced
+        self.hazards: list[Hazard] = []
+        self.error: Exception | None = None
+        self.traced: Any = None
+        if isinstance(module, torch.jit.ScriptModule):
+            self.traced = module
+            return
+        try:
+            with captured(noise):
+                self.traced, self.hazards = trace_with_warnings(module, args)
+        except Exception as exc:  # reported by the routes that need the trace
+            self.error = exc
+
+    def __call__(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.traced
 
 
 def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,

@@ -1,24 +1,30 @@
 """Translations for torch ops coremltools lacks, registered into its torch frontend.
 
-One small function per op, each tested against torch (tests/test_patches.py). ``PATCHED`` names
-them, so ``interop check`` can say an op is handled by interop.
+One small function per op, registered under the op's name, which both capture paths use
+(``torch.jit.trace`` nodes ``aten::new_ones`` and ``torch.export`` nodes ``new_ones.default``
+are looked up as ``new_ones``). Each is tested against torch on both paths
+(tests/test_patches.py). ``PATCHED`` names them, so ``interop check`` can say an op is handled.
 """
 
 from __future__ import annotations
 
-PATCHED = {"diff": "aten::diff"}
+from typing import Any
+
+PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones"}
 _REGISTERED = False
 
 
 def register() -> None:
-    """Register every patch once (idempotent; coremltools must be importable)."""
+    """Register every patch once (idempotent; coremltools must be importable). A patch never
+    replaces a translation coremltools has itself."""
     global _REGISTERED
     if _REGISTERED:
         return
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
 
-    if "diff" not in _TORCH_OPS_REGISTRY:
-        register_torch_op(_diff, torch_alias=["diff"])
+    for name, fn in (("diff", _diff), ("new_ones", _new_ones)):
+        if name not in _TORCH_OPS_REGISTRY:
+            register_torch_op(fn, torch_alias=[name])
     _REGISTERED = True
 
 
@@ -48,3 +54,57 @@ def _diff(context, node):
         lower = mb.slice_by_index(x=x, begin=[0] * x.rank, end=end, end_mask=lower_mask)
         x = mb.sub(x=upper, y=lower, name=node.name if i == n - 1 else f"{node.name}_diff{i}")
     context.add(x)
+
+
+def _new_ones(context, node):
+    """aten::new_ones(x, size, *, dtype=None, ...): ones of ``size``, of ``dtype`` or x's dtype
+    (transformers' attention masks build ``q_idx.new_ones((), dtype=torch.bool)``)."""
+    import numpy as np
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs, _get_kwinputs
+
+    inputs = _get_inputs(context, node, min_expected=2)
+    x, size = inputs[0], inputs[1]
+    dtype = inputs[2] if len(inputs) > 2 else _get_kwinputs(context, node, "dtype", default=[None])[0]
+    np_dtype = _numpy_dtype(dtype, x)
+    if isinstance(size, (list, tuple)):
+        size = mb.concat(values=list(size), axis=0) if size else None
+    if size is None or size.val is not None:  # a static size: a constant
+        shape = () if size is None else tuple(int(s) for s in np.atleast_1d(size.val))
+        context.add(mb.const(val=np.ones(shape, dtype=np_dtype), name=node.name))
+        return
+    size = mb.cast(x=size, dtype="int32") if size.dtype != _int32() else size
+    ones = mb.fill(shape=size, value=1.0)
+    context.add(mb.cast(x=ones, dtype=_mil_dtype_name(np_dtype), name=node.name))
+
+
+def _numpy_dtype(dtype: Any, like: Any) -> Any:
+    """The numpy dtype of a torch dtype argument (a torch.dtype, its enum number, or None for
+    ``like``'s dtype), narrowed to what Core ML holds (int32, fp32, bool)."""
+    import numpy as np
+    import torch
+    from coremltools.converters.mil.frontend.torch.utils import NUM_TO_NUMPY_DTYPE, TORCH_DTYPE_TO_NUM
+    from coremltools.converters.mil.mil.types import nptype_from_builtin
+
+    value = getattr(dtype, "val", dtype)
+    if value is None:
+        out = np.dtype(nptype_from_builtin(like.dtype))
+    elif isinstance(value, torch.dtype):
+        out = np.dtype(NUM_TO_NUMPY_DTYPE[TORCH_DTYPE_TO_NUM[value]])
+    else:
+        out = np.dtype(NUM_TO_NUMPY_DTYPE[int(value)])
+    if out.kind in "iu":
+        return np.int32
+    return np.bool_ if out.kind == "b" else np.float32
+
+
+def _mil_dtype_name(np_dtype: Any) -> str:
+    import numpy as np
+
+    return {np.dtype(np.int32): "int32", np.dtype(np.bool_): "bool"}.get(np.dtype(np_dtype), "fp32")
+
+
+def _int32() -> Any:
+    from coremltools.converters.mil.mil import types
+
+    return types.int32

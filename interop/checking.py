@@ -1,0 +1,38 @@
+"""`interop check MODEL`: what would fail, where and why — before any conversion."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .config import BuildConfig
+from .loading import load_source
+from .resolve import resolve_spec
+
+
+def check_model(config: BuildConfig) -> dict[str, Any]:
+    """Load, resolve the spec, run the model once per case, trace once; list the ops each target
+    lacks (with module paths and whether interop patches them) and the trace hazards."""
+    from .pipeline import prepare
+    from .preflight import op_report
+    from .targets.onnx import DEFAULT_OPSET
+
+    started = time.perf_counter()
+    config.allow_trace_warnings = True  # report hazards instead of stopping at them
+    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    spec = resolve_spec(config, source)
+    prep = prepare(config, source, spec)
+    result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
+                              "outputs": prep.names, "ops": [], "hazards": [h.line() for h in prep.hazards]}
+    if prep.trace.error is not None:
+        result["trace_error"] = f"{type(prep.trace.error).__name__}: {str(prep.trace.error).splitlines()[0][:300]}"
+    else:
+        from .quiet import captured
+
+        with captured(prep.noise):
+            ops = op_report(prep.trace.traced.inlined_graph, config.opset or DEFAULT_OPSET)
+        result["ops"] = [u.to_json() for u in ops]
+    blocking = [u for u in result["ops"] if u["onnx"] == "missing in both exporters" or u["coreml"] == "missing in coremltools"]
+    result["would_fail"] = bool(blocking or result["hazards"])
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result

@@ -1,0 +1,161 @@
+"""Diagnose before converting: every op without a translation, for both targets at once, with
+the module path where it occurs; and trace hazards (data-dependent control flow baked into a
+trace). Runs on the one trace the build uses, in seconds, without converting anything."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .compare import metrics
+from .errors import ExportError
+
+TRACE_CONSISTENCY_REL_L2 = 1e-4
+# scalar/list plumbing the TorchScript exporter folds away itself (no symbolic function needed)
+_EXPORTER_BUILTINS = {"aten::Int", "aten::Float", "aten::Bool", "aten::ScalarImplicit", "aten::__getitem__",
+                      "aten::len", "aten::list", "aten::format", "aten::warn", "aten::dim", "aten::__is__",
+                      "aten::__isnot__", "aten::append", "aten::__not__", "aten::__contains__", "aten::device"}
+
+
+@dataclass
+class OpUse:
+    op: str
+    where: list[str] = field(default_factory=list)
+    onnx: str = "ok"
+    coreml: str = "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Hazard:
+    message: str
+    location: str = ""
+
+    def line(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+def graph_ops(graph: Any) -> dict[str, list[str]]:
+    """aten:: ops and custom autograd Functions of a TorchScript graph -> module paths using them."""
+    found: dict[str, list[str]] = {}
+    for node in graph.nodes():
+        kind = node.kind()
+        if kind == "prim::PythonOp":
+            kind = f"prim::PythonOp({node.pyname()})"
+        elif not kind.startswith("aten::"):
+            continue
+        where = _module_path(node.scopeName())
+        paths = found.setdefault(kind, [])
+        if where and where not in paths:
+            paths.append(where)
+    return found
+
+
+def _module_path(scope: str) -> str:
+    """``__module.inner/__module.inner.h.0/__module.inner.h.0.attn`` -> ``h.0.attn``."""
+    last = scope.split("/")[-1].replace("__module.", "") if scope else ""
+    if last.startswith("inner."):
+        return last[len("inner."):]
+    return "(top level forward)" if last in ("inner", "") else last
+
+
+def onnx_support(kind: str, opset: int) -> str:
+    if kind.startswith("prim::PythonOp"):
+        return "TorchScript exporter: no symbolic for a custom autograd Function; dynamo traces through it"
+    import torch
+    import torch.onnx._internal.torchscript_exporter.symbolic_opset20  # noqa: F401  (fills the registry)
+    from torch.onnx._internal.torchscript_exporter import registration
+
+    if not kind.endswith("__"):
+        kind = kind.rstrip("_")  # in-place ops export as their functional form
+    if kind in _EXPORTER_BUILTINS or registration.registry.is_registered_op(kind, opset):
+        return "ok"
+    name = kind.split("::", 1)[1].rstrip("_")
+    packet = getattr(torch.ops.aten, name, None)
+    composite = packet is not None and any(
+        torch._C._dispatch_has_kernel_for_dispatch_key(packet.default.name(), key)
+        for key in ("CompositeImplicitAutograd",)) if packet is not None and hasattr(packet, "default") else False
+    if composite:
+        return "TorchScript exporter: missing; dynamo decomposes it (interop falls back to dynamo)"
+    return "missing in both exporters"
+
+
+def coreml_support(kind: str) -> str:
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    from .targets.patches import PATCHED, register
+
+    register()
+    if kind.startswith("prim::PythonOp"):
+        return "jit.trace path: no translation for a custom autograd Function; the torch.export path traces through it"
+    name = kind.split("::", 1)[1]
+    if name.rstrip("_") in PATCHED:
+        return "patched by interop"
+    return "ok" if _TORCH_OPS_REGISTRY.get_func(name) is not None else "missing in coremltools"
+
+
+def op_report(graph: Any, opset: int) -> list[OpUse]:
+    """Ops that need attention (not 'ok' on both targets), sorted by name."""
+    out = []
+    for kind, where in sorted(graph_ops(graph).items()):
+        use = OpUse(kind, where, onnx_support(kind, opset), coreml_support(kind))
+        if use.onnx != "ok" or use.coreml != "ok":
+            out.append(use)
+    return out
+
+
+def trace_with_warnings(module: Any, args: tuple) -> tuple[Any, list[Hazard]]:
+    """torch.jit.trace, keeping the TracerWarnings with the source line that raised them."""
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(module, args, strict=False, check_trace=False)
+    hazards = []
+    for w in caught:
+        if w.category.__name__ == "TracerWarning":
+            text = str(w.message).split(". ")[0]
+            hazard = Hazard(text, f"{w.filename}:{w.lineno}{_source_line(w.filename, w.lineno)}")
+            if all(h.line() != hazard.line() for h in hazards):
+                hazards.append(hazard)
+    return traced, hazards
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    import linecache
+
+    line = linecache.getline(filename, lineno).strip()
+    return f" `{line}`" if line else ""
+
+
+def trace_consistency(traced: Any, ref: Any, names: list[str]) -> list[Hazard]:
+    """Run the trace on every case's samples: a trace that departs from the eager model on other
+    inputs has baked in a data-dependent decision."""
+    from .runtimes.torch_ref import run_torch
+
+    hazards = []
+    for case, samples in ref.samples.items():
+        for i, sample in enumerate(samples):
+            try:
+                got = run_torch(traced, sample, names)
+            except Exception as exc:  # the trace cannot even run these shapes
+                hazards.append(Hazard(f"the trace fails on case {case}: {type(exc).__name__}"))
+                break
+            for out_name, r, g in zip(range(len(got)), ref.outputs[case][i], got):
+                if g.shape != r.shape or metrics(r, g)["rel_l2"] > TRACE_CONSISTENCY_REL_L2:
+                    hazards.append(Hazard(f"the trace gives other results than the model on case {case} "
+                                          f"(output {out_name}): it baked in a data-dependent decision"))
+                    return hazards
+    return hazards
+
+
+def fail_on_hazards(hazards: list[Hazard]) -> None:
+    if hazards:
+        lines = "; ".join(h.line() for h in hazards[:3])
+        raise ExportError(f"trace hazard: {lines}",
+                          hint="data-dependent control flow makes a traced artifact wrong for other inputs; make "
+                               "the branch tensor-based (torch.where) or pass --allow-trace-warnings if you know better")
+
