@@ -17,6 +17,7 @@ from .config import BuildConfig, read_config_file
 from .errors import ExportError, InteropError, SpecError, first_line
 from .loading import Source, load_source
 from .outdir import OutputFolder
+from .localise import first_coreml_departure, first_onnx_departure
 from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
 from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, probs_from_dict, wrap
 from .quiet import Noise, captured
@@ -329,7 +330,9 @@ def _run_onnx(report: Report, flat: Any, args: tuple, spec: InputSpec, names: li
             return f"ONNX Runtime failed: {first_line(exc)}", None
         bad = [d for d in _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config) if not d.passed]
         if bad:
-            return f"disagrees with PyTorch at case {bad[0].case}, output {bad[0].output}: {bad[0].note}", None
+            where = _localise(lambda: first_onnx_departure(path, flat, ref.samples[bad[0].case][bad[0].sample],
+                                                           spec.names()))
+            return f"disagrees with PyTorch at case {bad[0].case}, output {bad[0].output}: {bad[0].note}{where}", None
         return None, got
 
     try:
@@ -360,8 +363,19 @@ def _run_coreml(report: Report, prep: Prepared, args: tuple, spec: InputSpec, wo
     for runtime, got, problem in coreml_runs(result.path, spec, ref, prep.names, prep.labels):
         if problem:
             report.not_executed("coreml", runtime, problem)
-        else:
-            report.add_agreement(_diffs("coreml", runtime, ref, got, prep.names, config.precision, config))
+            continue
+        diffs = _diffs("coreml", runtime, ref, got, prep.names, config.precision, config)
+        bad = next((d for d in diffs if not d.passed), None)
+        if bad is not None and runtime == "interop-mil":
+            from .targets.coreml import coreml_feed
+
+            sample = ref.samples[bad.case][bad.sample]
+            where = _localise(lambda: first_coreml_departure(result.path, coreml_feed(spec, sample), prep.module,
+                                                             sample, spec.names()))
+            if where:
+                report.data["targets"]["coreml"]["departure"] = where.removeprefix("; ")
+                bad.note = f"{bad.note}{where}"
+        report.add_agreement(diffs)
 
 
 def single_image_cases(prep: Prepared, spec: InputSpec) -> Reference:
@@ -380,6 +394,15 @@ def single_image_cases(prep: Prepared, spec: InputSpec) -> Reference:
         out.samples[name] = sliced
         out.outputs[name] = [run_torch(prep.module, s, spec.names()) for s in sliced]
     return out
+
+
+def _localise(find: Any) -> str:
+    """``; <where it departs>`` or "" — localisation is best effort and never fails a build."""
+    try:
+        where = find()
+    except Exception:
+        return ""
+    return f"; {where}" if where else ""
 
 
 def coreml_runs(path: Path, spec: InputSpec, ref: Reference, names: list[str], labels: list[str] | None = None):

@@ -14,9 +14,10 @@ from .values import conform, const_value, is_state, zero_state
 class Interpreter:
     """Runs one MIL function; optionally records every op output by name."""
 
-    def __init__(self, function: Any, record: bool = False):
+    def __init__(self, function: Any, record: bool = False, promote_fp16: bool = False):
         self.function = function
         self.record = record
+        self.promote = promote_fp16  # run fp16-typed ops in fp32 (a shadow run; see values.conform)
         self.trace: dict[str, np.ndarray] = {}
 
     def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -27,14 +28,14 @@ class Interpreter:
                 continue
             if name not in inputs:
                 raise KeyError(f"missing input {name!r}")
-            env[var.name] = conform(np.asarray(inputs[name]), var)
+            env[var.name] = conform(np.asarray(inputs[name]), var, self.promote)
         outputs = self._run_ops(self.function, env)
         return {var.name: value for var, value in zip(self.function.outputs, outputs)}
 
     def run_block(self, block: Any, values: list[Any], outer: dict[str, Any]) -> list[Any]:
         env = dict(outer)
         for var, value in zip(block.inputs, values):
-            env[var.name] = conform(value, var)
+            env[var.name] = conform(value, var, self.promote)
         return self._run_ops(block, env)
 
     def _run_ops(self, block: Any, env: dict[str, Any]) -> list[Any]:
@@ -60,7 +61,7 @@ class Interpreter:
         if len(results) != len(op.outputs):
             raise RuntimeError(f"kernel {op.op_type} returned {len(results)} outputs, expected {len(op.outputs)}")
         for var, value in zip(op.outputs, results):
-            env[var.name] = conform(value, var)
+            env[var.name] = conform(value, var, self.promote)
             if self.record:
                 self.trace[var.name] = env[var.name]
 

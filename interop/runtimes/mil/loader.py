@@ -64,10 +64,11 @@ class LoadedModel:
             f.name: f.type.imageType for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
         }
 
-    def predict(self, inputs: dict[str, Any], intermediate: bool = False, function: str = "main"):
+    def predict(self, inputs: dict[str, Any], intermediate: bool = False, function: str = "main",
+                promote_fp16: bool = False):
         func = self.program.functions[function]
         feeds = {name: self._feed(name, value) for name, value in inputs.items()}
-        interp = Interpreter(func, record=intermediate)
+        interp = Interpreter(func, record=intermediate, promote_fp16=promote_fp16)
         outputs = interp.run(feeds)
         outputs = {name: _as_output(v) for name, v in outputs.items()}
         if intermediate:

@@ -45,7 +45,8 @@ def cast(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
         target = torch.float16 if dtype == np.float16 else torch.float32
         return torch.from_numpy(np.ascontiguousarray(arr)).to(target).numpy()
-    return arr.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is what fp16 does
+        return arr.astype(dtype)
 
 
 def widen(a: Any) -> np.ndarray:
@@ -88,15 +89,18 @@ def zero_state(var: Any) -> State:
     return State(np.zeros(tuple(var.shape), dtype=numpy_dtype(var)))
 
 
-def conform(value: Any, var: Any) -> Any:
+def conform(value: Any, var: Any, promote: bool = False) -> Any:
     """Cast a kernel result to the dtype the program declares for ``var``.
 
     This is where precision is modelled: an op whose output is typed fp16 is rounded to fp16
-    here, whatever precision its kernel computed in.
+    here, whatever precision its kernel computed in. ``promote`` keeps fp16-typed values in fp32
+    (the "what if this program ran in fp32" shadow run used to localise precision problems).
     """
     if isinstance(value, (str, list, tuple, dict, State)) or value is None:
         return value
     dtype = numpy_dtype(var)
+    if promote and dtype == np.float16:
+        dtype = np.dtype(np.float32)
     arr = np.asarray(value)
     if dtype is not None and arr.dtype != dtype:
         arr = cast(arr, dtype)

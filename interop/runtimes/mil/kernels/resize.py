@@ -61,6 +61,7 @@ def _linear_along(a: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray
 
 
 def _nearest_along(a: np.ndarray, axis: int, indices: np.ndarray) -> np.ndarray:
+    """``a`` at integer ``indices`` (clamped to the axis) along ``axis``."""
     return np.take(a, np.clip(indices.astype(np.int64), 0, a.shape[axis] - 1), axis=axis)
 
 
