@@ -61,9 +61,6 @@ def load_source(model: str, factory: str | None = None, trust: bool = False) -> 
         raise LoadError(f"{model} is a folder, not a model file", hint="pass a .pt, .pt2 or .pth file")
     if path.stat().st_size == 0:
         raise LoadError(f"model file {model} is empty", hint="re-save the model (torch.jit.save or torch.save)")
-    if path.suffix == ".onnx":
-        raise LoadError(f"{model} is an ONNX file; interop converts PyTorch models",
-                        hint="pass the PyTorch model it came from (coremltools no longer converts ONNX)")
     kind = _archive_kind(path)
     source = _load_by_kind(kind, path, factory, trust)
     source.sha256 = file_sha256(path)

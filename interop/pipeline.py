@@ -16,6 +16,7 @@ from .compare import OutputDiff, compare_output, parse_tolerance, tolerance_for
 from .config import BuildConfig, read_config_file
 from .errors import ExportError, InteropError, SpecError, first_line
 from .loading import Source, load_source
+from .onnx_input import build_from_onnx, is_onnx
 from .outdir import OutputFolder
 from .localise import first_coreml_departure, first_onnx_departure
 from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
@@ -41,6 +42,8 @@ def build(config: BuildConfig) -> Report:
     settings = read_config_file(None, Path(config.model).parent if Path(config.model).exists() else None)
     config = _with_file_defaults(config, settings)
     _check_choices(config)
+    if is_onnx(config.model):
+        return build_from_onnx(config)
     folder = OutputFolder.for_model(config.model, config.out)
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
@@ -115,6 +118,14 @@ def _check_choices(config: BuildConfig) -> None:
         raise SpecError(f"unknown target(s) {', '.join(unknown) or '(none)'}", hint="use --targets onnx,coreml")
     if config.precision not in ("fp16", "fp32"):
         raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
+    choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
+               ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
+               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")))
+    for flag, value, allowed in choices:
+        if value not in allowed:
+            raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")
+    if config.opset is not None and not 7 <= config.opset <= 23:
+        raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
     if config.num_samples < 1:
         raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
     for text in config.tolerance:

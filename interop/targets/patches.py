@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones"}
+PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones", "__and__": "aten::__and__ (torch.export)"}
 _REGISTERED = False
 
 
@@ -23,8 +23,11 @@ def register() -> None:
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
 
     for name, fn in (("diff", _diff), ("new_ones", _new_ones)):
-        if name not in _TORCH_OPS_REGISTRY:
+        if _TORCH_OPS_REGISTRY.get_func(name) is None:
             register_torch_op(fn, torch_alias=[name])
+    if "__and__" not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
+        # register_torch_op refuses names ending in "_" (it takes them for in-place ops)
+        _TORCH_OPS_REGISTRY.set_func_by_name(_and, "__and__")
     _REGISTERED = True
 
 
@@ -76,6 +79,15 @@ def _new_ones(context, node):
     size = mb.cast(x=size, dtype="int32") if size.dtype != _int32() else size
     ones = mb.fill(shape=size, value=1.0)
     context.add(mb.cast(x=ones, dtype=_mil_dtype_name(np_dtype), name=node.name))
+
+
+def _and(context, node):
+    """aten::__and__.Tensor, as torch.export records ``a & b`` (coremltools' name cleaning keeps
+    the dunders when a namespace precedes them, so its own ``bitwise_and`` is never found):
+    the same translation, boolean inputs only."""
+    from coremltools.converters.mil.frontend.torch.ops import bitwise_and
+
+    bitwise_and(context, node)
 
 
 def _numpy_dtype(dtype: Any, like: Any) -> Any:
