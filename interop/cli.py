@@ -173,8 +173,14 @@ def _with_progress(fn, quiet: bool):
         return fn()
     from rich.console import Console
 
-    with Console(stderr=True).status("interop: exporting and checking…"):
-        return fn()
+    from . import progress
+
+    with Console(stderr=True).status("interop: starting…") as status:
+        progress.listen(lambda text: status.update(f"interop: {text}…"))
+        try:
+            return fn()
+        finally:
+            progress.listen(None)
 
 
 def _guard(fn) -> int:

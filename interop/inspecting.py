@@ -39,9 +39,11 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
 
 
 def _inspect_mlpackage(path: Path) -> dict[str, Any]:
+    from .quiet import captured
     from .runtimes.mil.loader import _package_paths, _read_spec
 
-    spec = _read_spec(_package_paths(path)[0])
+    with captured():  # importing coremltools prints proxy-loading noise off macOS
+        spec = _read_spec(_package_paths(path)[0])
     desc = spec.description
 
     def feature(f: Any) -> dict[str, Any]:

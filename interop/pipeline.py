@@ -19,6 +19,7 @@ from .loading import Source, load_source
 from .onnx_input import build_from_onnx, is_onnx
 from .outdir import OutputFolder
 from .localise import first_coreml_departure, first_onnx_departure
+from .progress import stage
 from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
 from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, probs_from_dict, wrap
 from .quiet import Noise, captured
@@ -45,8 +46,10 @@ def build(config: BuildConfig) -> Report:
     if is_onnx(config.model):
         return build_from_onnx(config)
     folder = OutputFolder.for_model(config.model, config.out)
+    stage("loading the model")
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
+    stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
@@ -143,8 +146,10 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
         report.data["warnings"].append(f"trace hazard (allowed): {hazard.line()}")
     stem = folder.stem
     if "onnx" in config.targets:
+        stage("exporting and verifying ONNX")
         _run_onnx(report, flat, export_args, spec, names, ref, all_cases, work, stem, config, meta, noise, traced)
     if "coreml" in config.targets:
+        stage("converting to Core ML")
         _run_coreml(report, prep, export_args, spec, work, stem, config, meta, noise, traced)
     report.add_noise(noise)
     report.finish()
@@ -371,6 +376,7 @@ def _run_coreml(report: Report, prep: Prepared, args: tuple, spec: InputSpec, wo
         return
     report.coreml_ok(result, time.perf_counter() - started, work)
     ref = single_image_cases(prep, spec) if prep.image is not None else prep.ref
+    stage("executing the Core ML package")
     for runtime, got, problem in coreml_runs(result.path, spec, ref, prep.names, prep.labels):
         if problem:
             report.not_executed("coreml", runtime, problem)

@@ -88,6 +88,7 @@ def name_dims(model: Any, spec: InputSpec, output_dims: list[dict[int, str]]) ->
                 dim.dim_param = tensor.dynamic[axis].name
             elif dim.HasField("dim_param"):
                 dim.dim_value = tensor.shape[axis]
+    inferred = _inferred_output_dims(model)
     for out, dims in zip(graph.output, output_dims):
         for axis, dim in enumerate(out.type.tensor_type.shape.dim):
             if axis in dims:
@@ -96,9 +97,29 @@ def name_dims(model: Any, spec: InputSpec, output_dims: list[dict[int, str]]) ->
                                  f"{dim.dim_value}; it varies with {dims[axis]!r} and is now declared so")
                 dim.dim_param = dims[axis]
             elif dim.HasField("dim_param"):
-                dim.dim_param = f"{out.name}_dim{axis}"
+                static = inferred.get((out.name, axis))
+                if static is not None:  # e.g. Resize to sizes computed from static input dims
+                    dim.dim_value = static
+                else:
+                    dim.dim_param = f"{out.name}_dim{axis}"
     del graph.value_info[:]  # intermediate shapes carry the exporter's generated names
     return notes
+
+
+def _inferred_output_dims(model: Any) -> dict[tuple[str, int], int]:
+    """Output axes ONNX shape inference (with data propagation) proves constant, where the
+    exporter declared a symbol; {} when inference fails or the model is too large for it.
+    A wrong constant would still be caught: verification checks declared shapes at every case."""
+    import onnx
+
+    try:
+        if model.ByteSize() > EXTERNAL_DATA_BYTES:
+            return {}
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return {}
+    return {(out.name, axis): dim.dim_value for out in inferred.graph.output
+            for axis, dim in enumerate(out.type.tensor_type.shape.dim) if dim.HasField("dim_value")}
 
 
 def check_declared_shapes(model: Any, actual: list[tuple[int, ...]]) -> None:

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones", "__and__": "aten::__and__ (torch.export)"}
+PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones", "__and__": "aten::__and__ (torch.export)",
+           "adaptive_avg_pool1d": "aten::adaptive_avg_pool1d (dynamic leading dims)",
+           "adaptive_max_pool1d": "aten::adaptive_max_pool1d (dynamic leading dims)",
+           "permute": "aten::permute (rank > 5)", "transpose": "aten::transpose (rank > 5)"}
+# coremltools' own translations that fail on inputs interop produces, replaced rather than added:
+# its adaptive 1-d pools build constant slice ends from the input shape, which fails
+# ("Cannot add const [is0, 32, 16]") when a leading axis is dynamic (Swin's pooler, any batch).
+# Its permute/transpose of a rank-6 tensor (Swin's window partition: view to rank 6, transpose,
+# view back)
+# leaves rank-6 tensors Core ML rejects ("Core ML only supports tensors with rank <= 5").
+OVERRIDES = ("adaptive_avg_pool1d", "adaptive_max_pool1d", "permute", "transpose")
 _REGISTERED = False
 
 
 def register() -> None:
-    """Register every patch once (idempotent; coremltools must be importable). A patch never
-    replaces a translation coremltools has itself."""
+    """Register every patch once (idempotent; coremltools must be importable). A patch replaces
+    a translation coremltools has itself only where that one fails (``OVERRIDES``)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -25,6 +35,9 @@ def register() -> None:
     for name, fn in (("diff", _diff), ("new_ones", _new_ones)):
         if _TORCH_OPS_REGISTRY.get_func(name) is None:
             register_torch_op(fn, torch_alias=[name])
+    for name, fn in (("adaptive_avg_pool1d", _adaptive_avg_pool1d), ("adaptive_max_pool1d", _adaptive_max_pool1d),
+                     ("permute", _permute), ("transpose", _transpose)):
+        register_torch_op(fn, torch_alias=[name], override=True)
     if "__and__" not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
         # register_torch_op refuses names ending in "_" (it takes them for in-place ops)
         _TORCH_OPS_REGISTRY.set_func_by_name(_and, "__and__")
@@ -88,6 +101,111 @@ def _and(context, node):
     from coremltools.converters.mil.frontend.torch.ops import bitwise_and
 
     bitwise_and(context, node)
+
+
+def _adaptive_avg_pool1d(context, node):
+    """aten::adaptive_avg_pool1d(x, [out]): torch's bins (start = floor(i L / out), end =
+    ceil((i + 1) L / out)) along the last axis, sliced with masks so leading axes may be dynamic."""
+    from coremltools.converters.mil import Builder as mb
+
+    _adaptive_pool1d(context, node, mb.reduce_mean)
+
+
+def _adaptive_max_pool1d(context, node):
+    """aten::adaptive_max_pool1d(x, [out]) -> values (the indices output is not supported)."""
+    from coremltools.converters.mil import Builder as mb
+
+    _adaptive_pool1d(context, node, mb.reduce_max)
+
+
+def _adaptive_pool1d(context, node, reduce_op) -> None:
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.mil.types.symbolic import is_symbolic
+
+    x, size = _get_inputs(context, node, min_expected=2)[:2]
+    out = int(size.val[0] if size.val.ndim else size.val)
+    length = x.shape[-1]
+    if is_symbolic(length):
+        raise NotImplementedError("adaptive_*_pool1d over a dynamic last axis is not supported")
+    if length % out == 0:  # equal bins: one reshape and one reduction
+        lead = mb.slice_by_index(x=mb.shape(x=x), begin=[0], end=[x.rank - 1])
+        shape = mb.concat(values=[lead, [out, length // out]], axis=0)
+        pooled = reduce_op(x=mb.reshape(x=x, shape=shape), axes=[-1], keep_dims=False, name=node.name)
+        context.add(pooled)
+        return
+    bins = []
+    for i in range(out):
+        start, end = (i * length) // out, -(-((i + 1) * length) // out)
+        mask = [True] * (x.rank - 1) + [False]
+        piece = mb.slice_by_index(x=x, begin=[0] * (x.rank - 1) + [start], end=[0] * (x.rank - 1) + [end],
+                                  begin_mask=mask, end_mask=mask)
+        bins.append(reduce_op(x=piece, axes=[-1], keep_dims=True))
+    context.add(mb.concat(values=bins, axis=-1, name=node.name))
+
+
+def _permute(context, node):
+    """aten::permute(x, perm), also for rank > 5 (see ``_high_rank_transpose``)."""
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs, permute_copy
+
+    x, perm = _get_inputs(context, node, expected=2)
+    if x.rank <= 5 or not _high_rank_transpose(context, node, x, [int(p) % x.rank for p in perm.val]):
+        permute_copy(context, node)
+
+
+def _transpose(context, node):
+    """aten::transpose(x, dim0, dim1), also for rank > 5: Swin's window partition is
+    ``x.view(rank 6).transpose(2, 3).contiguous().view(rank 4)``."""
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs, transpose
+
+    inputs = _get_inputs(context, node)
+    x = inputs[0]
+    if x.rank <= 5 or len(inputs) < 3:
+        transpose(context, node)
+        return
+    perm = list(range(x.rank))
+    a, b = int(inputs[1].val) % x.rank, int(inputs[2].val) % x.rank
+    perm[a], perm[b] = perm[b], perm[a]
+    if not _high_rank_transpose(context, node, x, perm):
+        transpose(context, node)
+
+
+def _high_rank_transpose(context, node, x, perm: list[int]) -> bool:
+    """Transpose a rank > 5 tensor by merging the axes that stay adjacent and in order: reshape
+    to rank <= 5 (from the view's input when x is a view), transpose, reshape to the permuted
+    shape. When the next op is a view, coremltools' merge_consecutive_reshapes folds the last two
+    reshapes and dead-code elimination drops the first view, so no rank-6 tensor remains.
+    False when the permutation cannot be brought to rank 5."""
+    from coremltools.converters.mil import Builder as mb
+
+    groups = _adjacent_groups(perm)
+    if len(groups) > 5:
+        return False
+    in_order = sorted(groups)
+    shape = mb.shape(x=x)
+    source = x.op.x if x.op is not None and x.op.op_type == "reshape" else x  # skip the rank-6 view
+    merged = mb.reshape(x=source, shape=mb.concat(values=[_prod(shape, g) for g in in_order], axis=0))
+    moved = mb.transpose(x=merged, perm=[in_order.index(g) for g in groups])
+    context.add(mb.reshape(x=moved, shape=mb.gather(x=shape, indices=perm, axis=0), name=node.name))
+    return True
+
+
+def _adjacent_groups(perm: list[int]) -> list[list[int]]:
+    """[0, 1, 3, 2, 4, 5] -> [[0, 1], [3], [2], [4, 5]]: runs of source axes kept together."""
+    groups: list[list[int]] = []
+    for p in perm:
+        if groups and p == groups[-1][-1] + 1:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _prod(shape: Any, axes: list[int]) -> Any:
+    from coremltools.converters.mil import Builder as mb
+
+    picked = mb.gather(x=shape, indices=axes, axis=0)
+    return mb.reduce_prod(x=picked, axes=[0], keep_dims=True) if len(axes) > 1 else picked
 
 
 def _numpy_dtype(dtype: Any, like: Any) -> Any:

@@ -12,8 +12,8 @@ values -- but only on macOS. This plugin, loaded with
   from the package the converter wrote to disk (``MLModel.package_path``);
 * skips NeuralNetwork-format cases and stateful cases (reason prefixed ``[mil-conformance]``);
 * classifies every failure (``unsupported`` kernel missing, ``mismatch`` wrong numbers or shapes,
-  ``kernel-error`` the runtime raised, ``timeout``, ``test-error`` failed before reaching the
-  runtime) and names the op at fault;
+  ``kernel-error`` the runtime raised, ``load-error`` the package could not be read back,
+  ``timeout``, ``test-error`` failed before reaching the runtime) and names the op at fault;
 * with ``--mil-record FILE`` writes one JSON line per case (read by
   ``scripts/coreml_conformance.py``); ``--mil-subset fast`` keeps a few cases per test function.
 """
@@ -103,7 +103,7 @@ def reference_predict(self: Any, data: Any, state: Any = None) -> Any:
     """``MLModel.predict`` replacement: execute the saved package with the reference runtime."""
     if state is not None:
         pytest.skip(STATEFUL_REASON)
-    if self.get_spec().WhichOneof("Type") != "mlProgram":
+    if self._spec.WhichOneof("Type") != "mlProgram":
         pytest.skip(NEURALNETWORK_REASON)
     if isinstance(data, list):
         return [reference_predict(self, item) for item in data]
@@ -172,20 +172,20 @@ def failing_op_type(exc: BaseException) -> str | None:
 
 
 def failure_kind(exc: BaseException, case: dict[str, Any]) -> str:
-    """``unsupported`` / ``kernel-error`` / ``mismatch`` / ``timeout`` / ``test-error``."""
-    from interop.errors import UnsupportedOpError
+    """``unsupported`` / ``load-error`` / ``kernel-error`` / ``mismatch`` / ``timeout`` / ``test-error``."""
+    from interop.errors import LoadError, UnsupportedOpError
 
     if isinstance(exc, UnsupportedOpError):
         return "unsupported"
+    if isinstance(exc, LoadError):
+        return "load-error"
     if isinstance(exc, ConformanceTimeout):
         return "timeout"
     if case.get("runtime_error"):
         return "kernel-error"
     if case.get("runtime_called") and isinstance(exc, AssertionError):
         return "mismatch"
-    if case.get("runtime_called"):
-        return "test-error"  # the runtime returned; the test failed on something else (e.g. output names)
-    return "test-error"
+    return "test-error"  # failed before reaching the runtime, or on something else than its values
 
 
 def short_message(exc: BaseException) -> str:
