@@ -13,7 +13,7 @@ from .resolve import resolve_spec
 def check_model(config: BuildConfig) -> dict[str, Any]:
     """Load, resolve the spec, run the model once per case, trace once; list the ops each target
     lacks (with module paths and whether interop patches them) and the trace hazards."""
-    from .pipeline import prepare
+    from .prepare import prepare
     from .preflight import op_report
     from .targets.onnx import DEFAULT_OPSET
 

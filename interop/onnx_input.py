@@ -73,7 +73,8 @@ def spec_from_graph(model: Any, config: BuildConfig) -> InputSpec:
 
 
 def build_from_onnx(config: BuildConfig) -> Report:
-    from .pipeline import Reference, _diffs
+    from .pipeline import _diffs
+    from .prepare import Reference
     from .runtimes.onnxruntime import run_onnx, session
     from .targets.onnx import node_count, simplify
 
@@ -122,7 +123,7 @@ def build_from_onnx(config: BuildConfig) -> Report:
             "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
             "nodes_before": node_count(model), "nodes_after": node_count(simplified) if kept == "simplified" else node_count(model),
             "simplified": kept == "simplified", "seconds": None, "error": None,
-            "notes": [f"reference: the input ONNX model in ONNX Runtime"] + ([f"kept the input model: {why}"] if why else []),
+            "notes": ["reference: the input ONNX model in ONNX Runtime"] + ([f"kept the input model: {why}"] if why else []),
             "verified_cases": [c.name for c in all_cases]}
         report.data["targets"]["coreml"] = {"status": "skipped", "path": None, "error": None, "note": COREML_NOTE}
         report.data["warnings"].append(COREML_NOTE)

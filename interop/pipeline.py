@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import time
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +14,17 @@ from .compare import OutputDiff, compare_output, parse_tolerance, tolerance_for
 from .config import BuildConfig, read_config_file
 from .errors import ExportError, InteropError, SpecError, first_line
 from .loading import Source, load_source
+from .localise import first_coreml_departure, first_onnx_departure
 from .onnx_input import build_from_onnx, is_onnx
 from .outdir import OutputFolder
-from .localise import first_coreml_departure, first_onnx_departure
+from .prepare import Prepared, Reference, Trace, output_dims, prepare, single_image_cases
+from .preprocess import probs_from_dict
 from .progress import stage
-from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
-from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, probs_from_dict, wrap
-from .quiet import Noise, captured
+from .quiet import Noise
 from .report import Report
 from .resolve import resolve_spec
-from .runtimes.torch_ref import run_torch
-from .spec import Case, InputSpec, case_shape, cases, make_sample, other_size
-from .targets import TARGETS, output_keys
-
-
-@dataclass
-class Reference:
-    """Seeded samples per case and the PyTorch outputs for each."""
-
-    samples: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
-    outputs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
+from .spec import Case, InputSpec
+from .targets import TARGETS
 
 
 def build(config: BuildConfig) -> Report:
@@ -53,57 +42,6 @@ def build(config: BuildConfig) -> Report:
     prep = prepare(config, source, spec)
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
-
-
-@dataclass
-class Prepared:
-    """The module as exported (preprocessing folded in, outputs flat), its cases and reference."""
-
-    module: Any
-    cases: list[Case]
-    ref: "Reference"
-    names: list[str]
-    image: ImageInput | None
-    labels: list[str] | None
-    export_args: tuple = ()
-    trace: Any = None
-    noise: Noise = field(default_factory=Noise)
-    hazards: list[Hazard] = field(default_factory=list)
-
-
-def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
-    """Everything that runs the PyTorch model, before anything is written: a model that fails on
-    the spec is a spec error."""
-    image = image_input(config.image, config.mean, config.std, config.pixel_scale, spec, source.hints.get("image"))
-    labels = read_labels(config.labels) if config.labels else source.hints.get("labels")
-    all_cases = cases(spec)
-    pixels = {image.input} if image else set()
-    module = wrap(source.module, spec.names(), image, softmax=False)
-    ref = reference(module, spec, all_cases, config, pixels)
-    if labels:
-        _check_labels(labels, ref)
-        if not looks_like_probabilities(ref.outputs["example"][0][:1]):
-            module = wrap(source.module, spec.names(), image, softmax=True)
-            ref = reference(module, spec, all_cases, config, pixels)
-    names = output_names(source.module, spec, ref, config)
-    if labels:
-        names[0] = PROBS
-    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases))
-    prep.trace = Trace(module, prep.export_args, prep.noise)
-    if prep.trace.traced is not None and prep.trace.traced is not module:
-        prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
-    if prep.hazards and not config.allow_trace_warnings:
-        fail_on_hazards(prep.hazards)
-    return prep
-
-
-def _check_labels(labels: list[str], ref: "Reference") -> None:
-    first = ref.outputs["example"][0][0]
-    if first.ndim != 2 or first.shape[-1] != len(labels):
-        raise SpecError(f"{len(labels)} labels but the model's first output has shape {first.shape}",
-                        hint="a classifier's first output is (batch, classes) with one label per class")
-    if len(set(labels)) != len(labels):
-        raise SpecError("the labels file repeats a label", hint="labels must be unique")
 
 
 def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
@@ -157,159 +95,11 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
     return report
 
 
-class Trace:
-    """The one ``torch.jit.trace`` of the model, shared by the TorchScript ONNX exporter and the
-    Core ML trace path (TorchScript sources are used as they are). Made once, up front, keeping its
-    TracerWarnings; a model that cannot be traced keeps the error for those two routes to report,
-    while the dynamo / torch.export routes still run."""
-
-    def __init__(self, module: Any, args: tuple, noise: Noise):
-        import torch
-
-        self.hazards: list[Hazard] = []
-        self.error: Exception | None = None
-        self.traced: Any = None
-        if isinstance(module, torch.jit.ScriptModule):
-            self.traced = module
-            return
-        try:
-            with captured(noise):
-                self.traced, self.hazards = trace_with_warnings(module, args)
-        except Exception as exc:  # reported by the routes that need the trace
-            self.error = exc
-
-    def __call__(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.traced
-
-
-def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,
-              pixels: set[str] = frozenset()) -> Reference:
-    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs."""
-    ref = Reference()
-    user = load_user_samples(config.samples, spec) if config.samples else []
-    names = spec.names()
-    for case in all_cases:
-        samples = [make_sample(spec, case, config.seed + 1000 * i + zlib.crc32(case.name.encode()) % 997)
-                   for i in range(config.num_samples)]
-        for sample in samples:
-            for name in pixels:
-                sample[name] = np.round(sample[name])
-        if case.name == "example" and user:
-            samples = user + samples[: max(0, config.num_samples - len(user))]
-        ref.samples[case.name] = samples
-        ref.outputs[case.name] = [run_torch(module, s, names) for s in samples]
-    return ref
-
-
-def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
-    """``--samples file.npz``: arrays named after the inputs, one sample (or a leading axis of
-    samples when every array has the input's rank + 1)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError as exc:
-        raise SpecError(f"samples file {path} does not exist", hint="check the --samples path") from exc
-    except Exception as exc:
-        raise SpecError(f"samples file {path} is not a readable .npz ({type(exc).__name__})",
-                        hint="write it with numpy.savez(path, x=array, ...)") from exc
-    missing = [n for n in spec.names() if n not in arrays]
-    if missing:
-        raise SpecError(f"samples file {path} has no array for input(s) {', '.join(missing)} "
-                        f"(it has {', '.join(arrays) or 'none'})", hint="name the arrays after the inputs")
-    stacked = all(arrays[t.name].ndim == len(t.shape) + 1 for t in spec.inputs)
-    count = len(arrays[spec.inputs[0].name]) if stacked else 1
-    out = []
-    for i in range(count):
-        sample = {}
-        for t in spec.inputs:
-            arr = arrays[t.name][i] if stacked else arrays[t.name]
-            _check_sample_shape(t, arr, path)
-            sample[t.name] = np.ascontiguousarray(arr.astype(t.dtype))
-        out.append(sample)
-    return out
-
-
-def _check_sample_shape(t: Any, arr: np.ndarray, path: str) -> None:
-    ok = arr.ndim == len(t.shape) and all(
-        (a in t.dynamic and t.dynamic[a].min <= s <= t.dynamic[a].max) or s == t.shape[a]
-        for a, s in enumerate(arr.shape))
-    if not ok:
-        raise SpecError(f"sample {t.name!r} in {path} has shape {arr.shape}, the spec says {t.shape}",
-                        hint="match the input spec (dynamic axes may vary inside their range)")
-
-
-def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig) -> list[str]:
-    count = len(ref.outputs["example"][0])
-    names = list(spec.output_names)
-    if not names:
-        import torch
-
-        from .runtimes.torch_ref import to_torch
-
-        with torch.no_grad():
-            raw = module(*to_torch(ref.samples["example"][0], spec.names()))
-        names = output_keys(raw) or (["output"] if count == 1 else [f"output_{i}" for i in range(count)])
-    if len(names) != count:
-        raise SpecError(f"{len(names)} output name(s) given ({', '.join(names)}) but the model returns {count} tensors",
-                        hint="give one --output-name per output tensor")
-    clash = set(names) & set(spec.names())
-    if clash or len(set(names)) != len(names):
-        raise SpecError(f"output names {names} repeat or clash with input names", hint="give distinct names")
-    return names
-
-
-def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[dict[int, str]]:
-    """For each output, the axes that follow a named dynamic dim across the cases."""
-    example_shapes = [o.shape for o in ref.outputs["example"][0]]
-    dims: list[dict[int, str]] = [{} for _ in example_shapes]
-    example_sizes = {name: _example_size(spec, name) for name in spec.dims()}
-    for case in all_cases[1:]:
-        (dim, size), = case.sizes
-        for i, out in enumerate(ref.outputs[case.name][0]):
-            for axis, (before, after) in enumerate(zip(example_shapes[i], out.shape)):
-                if before == example_sizes[dim] and after == size and before != after:
-                    dims[i].setdefault(axis, dim)
-    return dims
-
-
-def _example_size(spec: InputSpec, dim: str) -> int:
-    for t in spec.inputs:
-        for axis, d in t.dynamic.items():
-            if d.name == dim:
-                return t.shape[axis]
-    raise KeyError(dim)
-
-
-def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tuple:
-    """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes."""
-    import torch
-
-    sizes = {}
-    for name, dim in spec.dims().items():
-        example = _example_size(spec, name)
-        sizes[name] = other_size(example, dim.min, dim.max) if example == 1 else example
-    case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
-    sample = make_sample(spec, case, seed=12345)
-    return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)
-
-
 def metadata(config: BuildConfig, source: Source, spec: InputSpec, prep: Prepared) -> dict[str, Any]:
     return {"author": config.author, "license": config.license, "description": config.description,
             "version": config.version, "interop.version": __version__, "interop.source_sha256": source.sha256,
             "interop.source": Path(source.path).name, "interop.spec": spec.to_json(), "interop.labels": prep.labels,
             "interop.image": prep.image.to_json() if prep.image else None}
-
-
-def read_labels(path: str) -> list[str]:
-    try:
-        labels = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read labels file {path}: {exc}", hint="one label per line, UTF-8") from exc
-    if not labels:
-        raise SpecError(f"labels file {path} is empty", hint="one label per line")
-    return labels
 
 
 def _diffs(target: str, runtime: str, ref: Reference, got: dict[str, list[list[np.ndarray]]], names: list[str],
@@ -395,24 +185,6 @@ def _run_coreml(report: Report, prep: Prepared, args: tuple, spec: InputSpec, wo
         report.add_agreement(diffs)
 
 
-def single_image_cases(prep: Prepared, spec: InputSpec) -> Reference:
-    """A Core ML image input takes one picture: every case at batch 1 (inputs sharing the image's
-    batch dim sliced to their first item), with PyTorch's outputs for exactly those inputs."""
-    batch = spec.by_name(prep.image.input).dynamic.get(0)
-    sharing = [t.name for t in spec.inputs if batch and t.dynamic.get(0) and t.dynamic[0].name == batch.name]
-    sharing = sharing or [prep.image.input]
-    out = Reference()
-    for case, samples in prep.ref.samples.items():
-        if samples[0][prep.image.input].shape[0] == 1:
-            out.samples[case], out.outputs[case] = samples, prep.ref.outputs[case]
-            continue
-        name = f"{case}, one image"
-        sliced = [{k: (v[:1] if k in sharing else v) for k, v in s.items()} for s in samples]
-        out.samples[name] = sliced
-        out.outputs[name] = [run_torch(prep.module, s, spec.names()) for s in sliced]
-    return out
-
-
 def _localise(find: Any) -> str:
     """``; <where it departs>`` or "" — localisation is best effort and never fails a build."""
     try:
@@ -447,4 +219,3 @@ def coreml_runs(path: Path, spec: InputSpec, ref: Reference, names: list[str], l
             yield "coreml", collect(lambda feed: run_native(str(path), feed)), None
         except Exception as exc:
             yield "coreml", None, first_line(exc)
-

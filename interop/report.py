@@ -163,6 +163,6 @@ def _f(v: Any, digits: int = 2) -> str:
 
 
 def _output_dynamic(spec: Any, ref: Any, all_cases: list[Any]) -> list[dict[str, str]]:
-    from .pipeline import output_dims
+    from .prepare import output_dims
 
     return [{str(a): n for a, n in dims.items()} for dims in output_dims(spec, ref, all_cases)]

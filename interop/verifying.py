@@ -28,7 +28,8 @@ def _read(path: str) -> dict[str, Any]:
 
 
 def verify_report(path: str) -> Report:
-    from .pipeline import _diffs, coreml_runs, prepare
+    from .pipeline import _diffs, coreml_runs
+    from .prepare import prepare
     from .runtimes.onnxruntime import run_onnx, session
 
     old = _read(path)
