@@ -78,10 +78,14 @@ def layer_norm(ctx, x, axes=None, gamma=None, beta=None, epsilon=1e-5):
 @kernel("local_response_norm")
 def local_response_norm(ctx, x, size, alpha=1e-4, beta=0.75, k=1.0):
     """``x / (k + alpha / size * sum(x_j**2))**beta``, the sum running over channels
-    ``c - size//2 .. c + (size-1)//2`` (zero beyond the edges), as torch's LocalResponseNorm."""
+    ``c - size//2 .. c + (size-1)//2`` (zero beyond the edges), as torch's LocalResponseNorm.
+
+    The channel axis is ``-3`` (Core ML's layer convention, which coremltools' op tests pin: for a
+    rank-3 ``x`` it is axis 0, not the docstring's ``C``); for rank 4 it is axis 1 as usual.
+    """
     x = _f32(x)
     size = int(size)
     widths = [(0, 0)] * x.ndim
-    widths[1] = (size // 2, (size - 1) // 2)
-    window_sum = sliding_window_view(np.pad(np.square(x), widths), size, axis=1).sum(axis=-1)
+    widths[-3] = (size // 2, (size - 1) // 2)
+    window_sum = sliding_window_view(np.pad(np.square(x), widths), size, axis=x.ndim - 3).sum(axis=-1)
     return x / np.power(_f32(k) + _f32(alpha) / size * window_sum, _f32(beta))
