@@ -23,7 +23,8 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     spec = resolve_spec(config, source)
     prep = prepare(config, source, spec)
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
-                              "outputs": prep.names, "ops": [], "hazards": [h.line() for h in prep.hazards]}
+                              "outputs": prep.names, "ops": [], "hazards": [h.line() for h in prep.hazards if h.blocking],
+                              "trace_warnings": [h.line() for h in prep.hazards if not h.blocking]}
     if prep.trace.error is not None:
         result["trace_error"] = f"{type(prep.trace.error).__name__}: {str(prep.trace.error).splitlines()[0][:300]}"
     else:

@@ -80,8 +80,10 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
     report = Report.start(config, source, spec, names, ref, all_cases)
     meta = metadata(config, source, spec, prep)
     export_args, traced = prep.export_args, prep.trace
-    for hazard in prep.hazards:  # only here with --allow-trace-warnings
-        report.data["warnings"].append(f"trace hazard (allowed): {hazard.line()}")
+    for hazard in prep.hazards:  # blocking ones only get here with --allow-trace-warnings
+        kind = "trace hazard (allowed)" if hazard.blocking else "trace warning in library code (the trace agreed " \
+                                                                "with the model on every case)"
+        report.data["warnings"].append(f"{kind}: {hazard.line()}")
     stem = folder.stem
     if "onnx" in config.targets:
         stage("exporting and verifying ONNX")

@@ -31,8 +31,14 @@ class OpUse:
 
 @dataclass
 class Hazard:
+    """A reason to distrust the trace. ``blocking`` ones fail the build: a trace proven to depart
+    from the model, or data-dependent control flow in the user's own code. TracerWarnings raised in
+    installed libraries (torch's own shape checks in nn.LSTM, transformers' size checks) are
+    reported but do not block once the trace agreed with the model on every case."""
+
     message: str
     location: str = ""
+    blocking: bool = True
 
     def line(self) -> str:
         return f"{self.location}: {self.message}" if self.location else self.message
@@ -118,10 +124,19 @@ def trace_with_warnings(module: Any, args: tuple) -> tuple[Any, list[Hazard]]:
     for w in caught:
         if w.category.__name__ == "TracerWarning":
             text = str(w.message).split(". ")[0]
-            hazard = Hazard(text, f"{w.filename}:{w.lineno}{_source_line(w.filename, w.lineno)}")
+            hazard = Hazard(text, f"{w.filename}:{w.lineno}{_source_line(w.filename, w.lineno)}",
+                            blocking=not _in_library(w.filename))
             if all(h.line() != hazard.line() for h in hazards):
                 hazards.append(hazard)
     return traced, hazards
+
+
+def _in_library(filename: str) -> bool:
+    """Installed code (site-packages, the standard library) rather than the user's own model."""
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    return "site-packages" in filename or "dist-packages" in filename or any(filename.startswith(p) for p in paths)
 
 
 def _source_line(filename: str, lineno: int) -> str:
@@ -153,8 +168,10 @@ def trace_consistency(traced: Any, ref: Any, names: list[str]) -> list[Hazard]:
 
 
 def fail_on_hazards(hazards: list[Hazard]) -> None:
-    if hazards:
-        lines = "; ".join(h.line() for h in hazards[:3])
+    """Raise on blocking hazards; when the trace departs, name the warned lines too (library ones
+    included): they are where the baked-in decision most likely is."""
+    if any(h.blocking for h in hazards):
+        lines = "; ".join(h.line() for h in sorted(hazards, key=lambda h: not h.blocking)[:3])
         raise ExportError(f"trace hazard: {lines}",
                           hint="data-dependent control flow makes a traced artifact wrong for other inputs; make "
                                "the branch tensor-based (torch.where) or pass --allow-trace-warnings if you know better")

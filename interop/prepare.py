@@ -67,7 +67,7 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     prep.trace = Trace(module, prep.export_args, prep.noise)
     if prep.trace.traced is not None and prep.trace.traced is not module:
         prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
-    if prep.hazards and not config.allow_trace_warnings:
+    if not config.allow_trace_warnings:
         fail_on_hazards(prep.hazards)
     return prep
 
