@@ -66,6 +66,9 @@ def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str, image: An
     import coremltools as ct
 
     types = []
+    # One RangeDim per dim name, shared by the inputs naming it, and no symbol: coremltools keeps
+    # RangeDim symbols process-wide ("Symbol `batch` is used already" on a second input or build).
+    ranges: dict[str, Any] = {}
     for t in spec.inputs:
         if image is not None and t.name == image.input:
             types.append(_image_type(t))
@@ -77,9 +80,9 @@ def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str, image: An
             shapes = sorted({case_shape(t, c) for c in cases})
             shape = ct.EnumeratedShapes(shapes=[list(s) for s in shapes], default=list(t.shape))
         else:
-            shape = ct.Shape([ct.RangeDim(lower_bound=t.dynamic[a].min, upper_bound=t.dynamic[a].max,
-                                          default=t.shape[a], symbol=t.dynamic[a].name) if a in t.dynamic else s
-                              for a, s in enumerate(t.shape)])
+            shape = ct.Shape([ranges.setdefault(t.dynamic[a].name, ct.RangeDim(
+                lower_bound=t.dynamic[a].min, upper_bound=t.dynamic[a].max, default=t.shape[a]))
+                if a in t.dynamic else s for a, s in enumerate(t.shape)])
         types.append(ct.TensorType(name=t.name, shape=shape, dtype=dtype))
     return types
 

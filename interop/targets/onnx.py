@@ -4,7 +4,6 @@ check, simplify only when numerics are unchanged, and write metadata."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable

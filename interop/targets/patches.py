@@ -1,26 +1,29 @@
-"""Translations for torch ops coremltools lacks, registered into its torch frontend.
+"""Translations for torch ops coremltools lacks (or translates wrongly), registered into its
+torch frontend.
 
 One small function per op, registered under the op's name, which both capture paths use
 (``torch.jit.trace`` nodes ``aten::new_ones`` and ``torch.export`` nodes ``new_ones.default``
 are looked up as ``new_ones``). Each is tested against torch on both paths
-(tests/test_patches.py). ``PATCHED`` names them, so ``interop check`` can say an op is handled.
+(tests/test_patches.py). ``PATCHED`` names the added ones, so ``interop check`` can say an op is
+handled; ``OVERRIDES`` the replaced ones and why.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+# Ops coremltools has no translation for.
 PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones", "__and__": "aten::__and__ (torch.export)",
-           "adaptive_avg_pool1d": "aten::adaptive_avg_pool1d (dynamic leading dims)",
-           "adaptive_max_pool1d": "aten::adaptive_max_pool1d (dynamic leading dims)",
-           "permute": "aten::permute (rank > 5)", "transpose": "aten::transpose (rank > 5)"}
-# coremltools' own translations that fail on inputs interop produces, replaced rather than added:
-# its adaptive 1-d pools build constant slice ends from the input shape, which fails
-# ("Cannot add const [is0, 32, 16]") when a leading axis is dynamic (Swin's pooler, any batch).
-# Its permute/transpose of a rank-6 tensor (Swin's window partition: view to rank 6, transpose,
-# view back)
-# leaves rank-6 tensors Core ML rejects ("Core ML only supports tensors with rank <= 5").
-OVERRIDES = ("adaptive_avg_pool1d", "adaptive_max_pool1d", "permute", "transpose")
+           "where.scalarother": "aten::where.ScalarOther (torch.export)", "where.scalar": "aten::where.Scalar (torch.export)"}
+# coremltools' own translations that fail on what real models give them, replaced rather than added
+# (the replacement hands the cases that work back to coremltools' own):
+OVERRIDES = {
+    "adaptive_avg_pool1d": "builds constant slice ends from the input shape: 'Cannot add const [is0, 32, 16]' "
+                           "when a leading axis is dynamic (Swin's pooler with a dynamic batch)",
+    "adaptive_max_pool1d": "as adaptive_avg_pool1d",
+    "permute": "keeps rank-6 tensors, which Core ML rejects ('only supports tensors with rank <= 5')",
+    "transpose": "as permute (Swin's window partition: view to rank 6, transpose(2, 3), view back)",
+}
 _REGISTERED = False
 
 
@@ -30,17 +33,18 @@ def register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    for name, fn in (("diff", _diff), ("new_ones", _new_ones)):
-        if _TORCH_OPS_REGISTRY.get_func(name) is None:
-            register_torch_op(fn, torch_alias=[name])
-    for name, fn in (("adaptive_avg_pool1d", _adaptive_avg_pool1d), ("adaptive_max_pool1d", _adaptive_max_pool1d),
-                     ("permute", _permute), ("transpose", _transpose)):
-        register_torch_op(fn, torch_alias=[name], override=True)
-    if "__and__" not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
-        # register_torch_op refuses names ending in "_" (it takes them for in-place ops)
-        _TORCH_OPS_REGISTRY.set_func_by_name(_and, "__and__")
+    added = {"diff": _diff, "new_ones": _new_ones, "__and__": _and, "where.scalarother": _where_scalar,
+             "where.scalar": _where_scalar}
+    replaced = {"adaptive_avg_pool1d": _adaptive_avg_pool1d, "adaptive_max_pool1d": _adaptive_max_pool1d,
+                "permute": _permute, "transpose": _transpose}
+    for name, fn in added.items():
+        if name not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
+            # set_func_by_name, not register_torch_op: that one refuses names ending in "_"
+            _TORCH_OPS_REGISTRY.set_func_by_name(fn, name)
+    for name, fn in replaced.items():
+        _TORCH_OPS_REGISTRY.set_func_by_name(fn, name)
     _REGISTERED = True
 
 
@@ -101,6 +105,15 @@ def _and(context, node):
     from coremltools.converters.mil.frontend.torch.ops import bitwise_and
 
     bitwise_and(context, node)
+
+
+def _where_scalar(context, node):
+    """aten::where.ScalarOther(cond, x, 2.0) / where.Scalar(cond, 1.0, 2.0), as torch.export records
+    ``torch.where`` with Python scalars (T5's attention bias): coremltools' own ``where``, which
+    promotes a scalar operand; only the overload name is unknown to it."""
+    from coremltools.converters.mil.frontend.torch.ops import where
+
+    where(context, node)
 
 
 def _adaptive_avg_pool1d(context, node):
