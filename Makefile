@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.interop-installed
 TORCH   := torch==2.13.0
 
-.PHONY: demo test test-all samples conformance clean
+.PHONY: demo test test-all samples conformance coverage clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,9 @@ test-all: $(STAMP)
 
 conformance: $(STAMP)
 	$(BIN)/python scripts/coreml_conformance.py --subset full
+
+coverage: $(STAMP)
+	$(BIN)/python scripts/coverage.py
 
 clean:
 	rm -rf demo-out .pytest_cache
