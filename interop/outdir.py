@@ -80,9 +80,9 @@ class OutputFolder:
                 continue
             report.set_path(target, final)
             _place(path, final)
-            data = Path(str(path) + ".data")
+            data = path.parent / f"{self.stem}{path.suffix}.data"  # ONNX external data (models over 2 GB)
             if data.exists():
-                _place(data, Path(str(final) + ".data"))
+                _place(data, final.parent / data.name)
         tag = "" if passed else ".failed"
         for suffix, text in ((".report.json", report.to_json_text()), (".report.md", report.to_markdown())):
             tmp = work / f"report{suffix}"

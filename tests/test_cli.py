@@ -206,3 +206,18 @@ def test_doctor_lists_versions_and_runtimes():
     info = json.loads(result.stdout)
     assert info["versions"]["torch"] and info["runtimes"]["onnxruntime"] is True
     assert info["runtimes"]["interop-mil (Core ML reference runtime)"] is True
+
+
+def test_large_model_gets_external_data_next_to_the_onnx(tmp_path, monkeypatch):
+    """Models over 2 GB are saved with external data; the threshold is lowered to exercise it."""
+    import onnxruntime as ort
+
+    from interop import BuildConfig, build
+    from interop.targets import onnx as onnx_target
+
+    monkeypatch.setattr(onnx_target, "EXTERNAL_DATA_BYTES", 100)
+    report = build(BuildConfig(model="tests.fixtures.models:three_layers", inputs=["x:2x6"], targets=["onnx"],
+                               out=str(tmp_path)))
+    assert report.passed and report.data["targets"]["onnx"]["external_data"] is True
+    assert (tmp_path / "three_layers.onnx.data").stat().st_size > 0
+    ort.InferenceSession(str(tmp_path / "three_layers.onnx"))  # finds its data under the final name

@@ -172,13 +172,15 @@ def set_metadata(model: Any, meta: dict[str, str]) -> None:
         prop.value = value if isinstance(value, str) else json.dumps(value)
 
 
-def save(model: Any, path: Path) -> bool:
-    """Save, with external data beside the file when the model exceeds protobuf's 2 GB."""
+def save(model: Any, path: Path, data_name: str) -> bool:
+    """Save, with external data beside the file when the model exceeds protobuf's 2 GB. The data
+    file is named for the artifact's *final* name (``<stem>.onnx.data``): the .onnx refers to it
+    by that name, and the output folder moves it there with the .onnx."""
     import onnx
 
-    large = model.ByteSize() > EXTERNAL_DATA_BYTES if _size_known(model) else True
+    large = EXTERNAL_DATA_BYTES < (model.ByteSize() if _size_known(model) else EXTERNAL_DATA_BYTES + 1)
     onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=path.name + ".data")
+                    location=data_name, size_threshold=0)
     return large
 
 
@@ -216,7 +218,7 @@ def build_onnx(module: Any, args: tuple, spec: InputSpec, output_names: list[str
         notes = name_dims(model, spec, output_dims)
         set_metadata(model, meta)
         candidate = workdir / f"{stem}.{name}.onnx"
-        external = save(model, candidate)
+        external = save(model, candidate, f"{stem}.onnx.data")
         problem, outputs = verify(candidate)
         if problem:
             rejected.append({"exporter": name, "reason": problem})
@@ -243,7 +245,7 @@ def _simplified(result: OnnxResult, model: Any, spec: InputSpec, output_dims: li
     name_dims(simp, spec, output_dims)
     set_metadata(simp, meta)
     path = workdir / f"{stem}.simplified.onnx"
-    save(simp, path)
+    save(simp, path, f"{stem}.onnx.data")
     problem, simp_outputs = verify(path)
     if problem is None:
         for case, runs in outputs.items():
