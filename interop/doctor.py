@@ -3,7 +3,9 @@ torch or coremltools (fast), by reading installed package metadata."""
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -11,11 +13,29 @@ PACKAGES = ("torch", "coremltools", "onnx", "onnxruntime", "onnxsim", "onnxscrip
 COREMLTOOLS_TESTED_TORCH = {"9": (2, 7)}  # coremltools major -> newest torch it was tested with
 
 
-def _version(name: str) -> str | None:
+def _version(name: str, found: dict[str, str] | None = None) -> str | None:
+    if found and name in found:
+        return found[name]
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _dist_info_versions() -> dict[str, str]:
+    """name -> version from the ``<name>-<version>.dist-info`` folder names on sys.path: a
+    directory listing instead of parsing each package's METADATA (the slow part of doctor)."""
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for folder in names:
+            if folder.endswith(".dist-info") and "-" in folder:
+                name, _, version = folder[: -len(".dist-info")].partition("-")
+                found.setdefault(name.lower().replace("_", "-"), version)
+    return found
 
 
 def _tuple(v: str | None) -> tuple[int, ...]:
@@ -27,7 +47,8 @@ def _tuple(v: str | None) -> tuple[int, ...]:
 
 
 def diagnose() -> dict[str, Any]:
-    versions = {p: _version(p) for p in PACKAGES}
+    found = _dist_info_versions()
+    versions = {p: _version(p, found) for p in PACKAGES}
     problems = known_bad(versions)
     darwin = platform.system() == "Darwin"
     runtimes = {
