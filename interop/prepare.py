@@ -18,7 +18,7 @@ from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_wa
 from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
 from .quiet import Noise, captured
 from .runtimes.torch_ref import run_torch
-from .spec import Case, InputSpec, cases, make_sample, other_size
+from .spec import Case, InputSpec, cases, example_size, make_sample, other_size
 from .targets import output_keys
 
 
@@ -188,7 +188,7 @@ def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[
     """For each output, the axes that follow a named dynamic dim across the cases."""
     example_shapes = [o.shape for o in ref.outputs["example"][0]]
     dims: list[dict[int, str]] = [{} for _ in example_shapes]
-    example_sizes = {name: _example_size(spec, name) for name in spec.dims()}
+    example_sizes = {name: example_size(spec, name) for name in spec.dims()}
     for case in all_cases[1:]:
         (dim, size), = case.sizes
         for i, out in enumerate(ref.outputs[case.name][0]):
@@ -198,21 +198,13 @@ def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[
     return dims
 
 
-def _example_size(spec: InputSpec, dim: str) -> int:
-    for t in spec.inputs:
-        for axis, d in t.dynamic.items():
-            if d.name == dim:
-                return t.shape[axis]
-    raise KeyError(dim)
-
-
 def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tuple:
     """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes."""
     import torch
 
     sizes = {}
     for name, dim in spec.dims().items():
-        example = _example_size(spec, name)
+        example = example_size(spec, name)
         sizes[name] = other_size(example, dim.min, dim.max) if example == 1 else example
     case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
     sample = make_sample(spec, case, seed=12345)

@@ -240,14 +240,15 @@ def cases(spec: InputSpec) -> list[Case]:
     """The example case plus one case per named dynamic dim at another size of its range."""
     out = [Case("example")]
     for name, dim in spec.dims().items():
-        example = _example_size(spec, name)
+        example = example_size(spec, name)
         size = other_size(example, dim.min, dim.max)
         if size is not None:
             out.append(Case(f"{name}={size}", ((name, size),)))
     return out
 
 
-def _example_size(spec: InputSpec, dim: str) -> int:
+def example_size(spec: InputSpec, dim: str) -> int:
+    """The example size of a named dynamic dim."""
     for t in spec.inputs:
         for axis, d in t.dynamic.items():
             if d.name == dim:
