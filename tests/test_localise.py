@@ -37,3 +37,11 @@ def test_departure_layer_skips_fused_layers():
     torch_values = {"conv": a * 7, "bn": a, "relu": b, "head": c}  # conv was fused into bn: its value is absent
     assert departure_layer(torch_values, [a, b, c * 2]) == "head"
     assert departure_layer(torch_values, [a, b, c]) is None
+
+
+def test_degenerate_model_is_flagged_not_silently_green(tmp_path):
+    report = build(BuildConfig(model="tests.fixtures.models:vanishing", inputs=["x:2x4"], targets=["onnx"],
+                               out=str(tmp_path)))
+    assert all(a["degenerate"] for a in report.data["agreement"])
+    assert any("not evidence" in w for w in report.data["warnings"])
+    assert "not evidence" in (tmp_path / "vanishing.report.md").read_text()
