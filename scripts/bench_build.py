@@ -15,8 +15,7 @@ model: median wall time of each side, wall and CPU (user+sys) ratio interop/raw,
 
     python scripts/bench_build.py                       # all models, 3 repeats
     python scripts/bench_build.py --models lstm_sum,bert --repeats 5 --json /tmp/bench.json
-    python scripts/bench_build.py --phases              # where interop build's time goes
-    python scripts/bench_build.py --phases-of scripts.scaling:bert_base --input ... --dynamic ...
+    python scripts/bench_build.py --phases              # where its time goes (scripts/profile_build.py)
     python scripts/bench_build.py --cli                 # start-up of interop --help / doctor
 
 Notes on fairness. The samples are TorchScript archives: torch's default (dynamo) exporter rejects
@@ -255,6 +254,8 @@ def bench(models: list[Model], repeats: int, keep: bool) -> list[Result]:
                 if not keep:
                     subprocess.run(["rm", "-rf", str(work)], check=False)
     print(f"load average at end: {_load_avg()}", flush=True)
+    if not keep:
+        subprocess.run(["rm", "-rf", str(root)], check=False)
     return results
 
 
@@ -310,178 +311,6 @@ def print_table(summary: dict[str, Any]) -> None:
               f"(CPU user+sys: {summary['median_cpu_ratio']:.2f})")
 
 
-# --- where interop build's time goes -------------------------------------------------------------
-
-
-def phases(models: list[Model]) -> None:
-    """One instrumented build per model, each in a fresh process; prints seconds per phase.
-    Any source can be profiled the same way, flags as for `interop build`:
-    ``python scripts/bench_build.py --phase-child SOURCE OUTDIR [--input ...] [--dynamic ...]``."""
-    _phases(models)
-
-
-def _phases(models: list[Model]) -> None:
-    """One instrumented build per model, each in a fresh process; prints seconds per phase."""
-    for model in models:
-        with tempfile.TemporaryDirectory(prefix="interop-phases-") as tmp:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--phase-child", model.source, tmp, *model.flags]
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PHASES:")), None)
-            if line is None:
-                print(f"{model.name}: failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-                continue
-            print_phases(model.name, json.loads(line[len("PHASES:"):]))
-
-
-def print_phases(name: str, data: dict[str, Any]) -> None:
-    print(f"\n{name}: {data['total']:.1f}s wall, {data['cpu']:.1f}s CPU in-process (passed={data['passed']}, "
-          f"onnx via {data['exporter']}, Core ML via {data['capture']}); self time per stage, and the peak RSS "
-          "when the stage first raised it")
-    for label, (wall, cpu, calls, rss) in sorted(data["phases"].items(), key=lambda kv: -kv[1][1]):
-        if cpu >= 0.03 or wall >= 0.1:
-            print(f"  {label:40s} {wall:7.2f}s wall {cpu:7.2f}s cpu  x{calls:<3d} peak {rss:6.0f} MB")
-    for rejected in data.get("rejected") or []:
-        for r in rejected or []:
-            print(f"  rejected {r.get('exporter') or r.get('path')}: {r['reason'][:160]}")
-    steps, last = [], 0.0
-    for label, (_, _, _, rss) in sorted(data["phases"].items(), key=lambda kv: kv[1][3]):
-        if rss - last >= 20:
-            steps.append(f"{label} {rss:.0f}")
-            last = rss
-    print("  peak RSS MB as it grew: " + " -> ".join(steps))
-    groups: dict[str, float] = {}
-    for label, (_, cpu, _, _) in data["phases"].items():
-        group = "imports" if label.startswith("import") else label.split(":")[0] if ":" in label else "prepare/other"
-        groups[group] = groups.get(group, 0.0) + cpu
-    print("  CPU by group: " + ", ".join(f"{g} {c:.1f}s" for g, c in sorted(groups.items(), key=lambda kv: -kv[1])))
-
-
-def phase_child(source: str, out: str, flags: list[str]) -> None:
-    """Build ``source`` in this process with timers around the pipeline's stages (self time:
-    a stage's time excludes the timed stages it calls). Imports are timed first, separately, in
-    the order a build first needs them."""
-    started, cpu0 = time.perf_counter(), time.process_time()
-    timer = _Timer()
-    for name in ("torch", "onnx", "torch.onnx", "onnxruntime", "onnxsim", "coremltools"):
-        with timer.span(f"import {name}"):
-            __import__(name)
-    with timer.span("import interop (pipeline, mil runtime)"):
-        from interop import pipeline  # noqa: F401
-        from interop.runtimes import mil  # noqa: F401
-    _instrument(timer)
-    from interop.config import BuildConfig
-    from interop.pipeline import build
-
-    sys.path.insert(0, str(REPO))
-    options = {"inputs": [], "dynamic": []}
-    for flag, value in zip(flags, flags[1:]):
-        if flag in ("--input", "--dynamic"):
-            options["inputs" if flag == "--input" else "dynamic"].append(value)
-        elif flag == "--targets":
-            options["targets"] = value.split(",")
-    report = build(BuildConfig(model=source, out=out, allow_trace_warnings="--allow-trace-warnings" in flags,
-                               **options))
-    targets = report.data["targets"]
-    data = {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu0, "passed": report.passed,
-            "exporter": targets["onnx"].get("exporter"), "capture": targets["coreml"].get("capture"),
-            "rejected": [targets["onnx"].get("rejected"), targets["coreml"].get("rejected")],
-            "phases": timer.totals}
-    print("PHASES:" + json.dumps(data), flush=True)
-
-
-class _Timer:
-    """Self time (wall, CPU) per label, and the process's peak RSS when the label first ended."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, list[float]] = {}
-        self.stack: list[list[float]] = []  # [child wall, child cpu] per open span
-
-    def span(self, label: str) -> Any:
-        import resource
-
-        timer = self
-
-        class _Span:
-            def __enter__(self) -> None:
-                self.t, self.c = time.perf_counter(), time.process_time()
-                timer.stack.append([0.0, 0.0])
-
-            def __exit__(self, *exc: Any) -> None:
-                wall, cpu = time.perf_counter() - self.t, time.process_time() - self.c
-                child = timer.stack.pop()
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                entry = timer.totals.setdefault(label, [0.0, 0.0, 0, peak])
-                entry[0] += wall - child[0]
-                entry[1] += cpu - child[1]
-                entry[2] += 1
-                if timer.stack:
-                    timer.stack[-1][0] += wall
-                    timer.stack[-1][1] += cpu
-
-        return _Span()
-
-    def wrap(self, owner: Any, attr: str, label: str) -> None:
-        fn = getattr(owner, attr)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            with self.span(label):
-                return fn(*args, **kwargs)
-
-        setattr(owner, attr, timed)
-
-
-STAGES = [  # (attribute, label): patched in every interop module that holds the name
-    ("load_source", "load model"), ("resolve_spec", "resolve spec"), ("reference", "PyTorch reference outputs"),
-    ("single_image_cases", "coreml: image-case reference"), ("trace_with_warnings", "trace (warnings capture)"),
-    ("trace_consistency", "trace consistency check"), ("_export_args", "export args"),
-    ("export_once", "onnx: export"), ("name_dims", "onnx: name dims"), ("save", "onnx: save"),
-    ("session", "onnx: ORT session create"), ("run_onnx", "onnx: ORT run"), ("simplify", "onnx: onnxsim"),
-    ("full_check", "onnx: onnx.checker full"), ("check_declared_shapes", "onnx: check declared shapes"),
-    ("first_onnx_departure", "onnx: localise departure"), ("deployment_target", "coreml: deployment target"),
-    ("_convert", "coreml: ct.convert"), ("_renamed", "coreml: rename features"),
-    ("first_coreml_departure", "coreml: localise departure"),
-]
-
-
-def _instrument(timer: _Timer) -> None:
-    """Timers around the stages, patched where the pipeline looks them up (measurement only: no
-    behaviour changes). Names the pipeline no longer has are skipped."""
-    import importlib
-
-    import coremltools as ct
-    import onnx
-    import torch
-
-    from interop.outdir import OutputFolder
-    from interop.runtimes import mil
-
-    modules = []
-    for name in ("interop.pipeline", "interop.prepare", "interop.preflight", "interop.targets.onnx",
-                 "interop.targets.coreml", "interop.runtimes.onnxruntime", "interop.runtimes.torch_ref",
-                 "interop.loading", "interop.resolve"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ImportError:
-            continue
-    for attr, label in STAGES:
-        for module in modules:
-            if callable(getattr(module, attr, None)):
-                timer.wrap(module, attr, label)
-    for owner, attr, label in [(onnx, "load", "onnx: onnx.load"), (ct.models.MLModel, "save", "coreml: save package"),
-                               (OutputFolder, "commit", "commit output folder"), (torch.jit, "trace", "torch.jit.trace"),
-                               (torch.export, "export", "torch.export.export")]:
-        timer.wrap(owner, attr, label)
-    original = mil.load_model
-
-    def load_model(*args: Any, **kwargs: Any) -> Any:
-        with timer.span("coreml: mil load package"):
-            loaded = original(*args, **kwargs)
-        timer.wrap(loaded, "predict", "coreml: mil predict")
-        return loaded
-
-    mil.load_model = load_model
-
-
 # --- CLI start-up -------------------------------------------------------------------------------
 
 
@@ -519,17 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side per model (default 3)")
     parser.add_argument("--json", help="also write the runs and the summary to this file")
     parser.add_argument("--keep", action="store_true", help="keep the artifacts and logs of every run")
-    parser.add_argument("--phases", action="store_true", help="profile interop build's stages instead")
+    parser.add_argument("--phases", action="store_true",
+                        help="profile interop build's stages instead (scripts/profile_build.py)")
     parser.add_argument("--cli", action="store_true", help="time the CLI's start-up (--help, doctor) instead")
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--raw"]:  # the child processes: --raw SOURCE OUT, --phase-child SOURCE OUT [FLAG...]
+    if argv[:1] == ["--raw"]:  # the child process: --raw SOURCE OUT
         raw_recipe(argv[1], argv[2])
-        return 0
-    if argv[:1] == ["--phase-child"]:
-        phase_child(argv[1], argv[2], argv[3:])
-        return 0
-    if argv[:1] == ["--phases-of"]:  # --phases-of SOURCE [FLAG...]: one instrumented build, printed
-        _phases([Model(_stem(argv[1]), argv[1], tuple(argv[2:]))])
         return 0
     args = parser.parse_args(argv)
     wanted = args.models.split(",") if args.models else [m.name for m in MODELS]
@@ -538,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown model(s) {', '.join(sorted(unknown))}")
     models = [m for m in MODELS if m.name in wanted]
     if args.phases:
-        phases(models)
+        from profile_build import phases  # scripts/profile_build.py, beside this file
+
+        phases([(m.name, m.source, m.flags) for m in models])
         return 0
     if args.cli:
         cli_startup(max(args.repeats, 10))

@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Where `interop build`'s time and memory go, stage by stage (used by bench_build.py --phases).
+
+Each build runs in a fresh process with timers patched around the pipeline's stages, wherever
+the pipeline currently looks them up (measurement only: nothing behaves differently; names the
+pipeline no longer has are skipped). Imports are timed first, in the order a build needs them.
+Per stage: self wall and CPU time (a stage's time excludes the timed stages inside it), calls,
+and the process's peak RSS when the stage first ended.
+
+    python scripts/profile_build.py samples/lstm_sum.pt
+    python scripts/profile_build.py scripts.scaling:bert_base --input input_ids:1x32:int64:0..30521 \
+        --input attention_mask:1x32:int64:1..1 --targets onnx --allow-trace-warnings
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def phases(models: list[tuple[str, str, tuple[str, ...]]]) -> None:
+    """One instrumented build per (name, source, flags), each in a fresh process; prints seconds
+    and peak memory per stage."""
+    for name, source, flags in models:
+        with tempfile.TemporaryDirectory(prefix="interop-phases-") as tmp:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--phase-child", source, tmp, *flags]
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PHASES:")), None)
+            if line is None:
+                print(f"{name}: failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+                continue
+            print_phases(name, json.loads(line[len("PHASES:"):]))
+
+
+def print_phases(name: str, data: dict[str, Any]) -> None:
+    print(f"\n{name}: {data['total']:.1f}s wall, {data['cpu']:.1f}s CPU in-process (passed={data['passed']}, "
+          f"onnx via {data['exporter']}, Core ML via {data['capture']}); self time per stage, and the peak RSS "
+          "when the stage first raised it")
+    for label, (wall, cpu, calls, rss) in sorted(data["phases"].items(), key=lambda kv: -kv[1][1]):
+        if cpu >= 0.03 or wall >= 0.1:
+            print(f"  {label:40s} {wall:7.2f}s wall {cpu:7.2f}s cpu  x{calls:<3d} peak {rss:6.0f} MB")
+    for rejected in data.get("rejected") or []:
+        for r in rejected or []:
+            print(f"  rejected {r.get('exporter') or r.get('path')}: {r['reason'][:160]}")
+    steps, last = [], 0.0
+    for label, (_, _, _, rss) in sorted(data["phases"].items(), key=lambda kv: kv[1][3]):
+        if rss - last >= 20:
+            steps.append(f"{label} {rss:.0f}")
+            last = rss
+    print("  peak RSS MB as it grew: " + " -> ".join(steps))
+    groups: dict[str, float] = {}
+    for label, (_, cpu, _, _) in data["phases"].items():
+        group = "imports" if label.startswith("import") else label.split(":")[0] if ":" in label else "prepare/other"
+        groups[group] = groups.get(group, 0.0) + cpu
+    print("  CPU by group: " + ", ".join(f"{g} {c:.1f}s" for g, c in sorted(groups.items(), key=lambda kv: -kv[1])))
+
+
+def phase_child(source: str, out: str, flags: list[str]) -> None:
+    """Build ``source`` in this process with timers around the pipeline's stages (self time:
+    a stage's time excludes the timed stages it calls). Imports are timed first, separately, in
+    the order a build first needs them."""
+    started, cpu0 = time.perf_counter(), time.process_time()
+    timer = _Timer()
+    for name in ("torch", "onnx", "torch.onnx", "onnxruntime", "onnxsim", "coremltools"):
+        with timer.span(f"import {name}"):
+            __import__(name)
+    with timer.span("import interop (pipeline, mil runtime)"):
+        import importlib
+
+        for module in ("interop.pipeline", "interop.runtimes.mil"):
+            importlib.import_module(module)
+    _instrument(timer)
+    from interop.config import BuildConfig
+    from interop.pipeline import build
+
+    sys.path.insert(0, str(REPO))
+    options = {"inputs": [], "dynamic": []}
+    for flag, value in zip(flags, flags[1:]):
+        if flag in ("--input", "--dynamic"):
+            options["inputs" if flag == "--input" else "dynamic"].append(value)
+        elif flag == "--targets":
+            options["targets"] = value.split(",")
+    report = build(BuildConfig(model=source, out=out, allow_trace_warnings="--allow-trace-warnings" in flags,
+                               **options))
+    targets = report.data["targets"]
+    data = {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu0, "passed": report.passed,
+            "exporter": targets["onnx"].get("exporter"), "capture": targets["coreml"].get("capture"),
+            "rejected": [targets["onnx"].get("rejected"), targets["coreml"].get("rejected")],
+            "phases": timer.totals}
+    print("PHASES:" + json.dumps(data), flush=True)
+
+
+class _Timer:
+    """Self time (wall, CPU) per label, and the process's peak RSS when the label first ended."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[float]] = {}
+        self.stack: list[list[float]] = []  # [child wall, child cpu] per open span
+
+    def span(self, label: str) -> Any:
+        import resource
+
+        timer = self
+
+        class _Span:
+            def __enter__(self) -> None:
+                self.t, self.c = time.perf_counter(), time.process_time()
+                timer.stack.append([0.0, 0.0])
+
+            def __exit__(self, *exc: Any) -> None:
+                wall, cpu = time.perf_counter() - self.t, time.process_time() - self.c
+                child = timer.stack.pop()
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                entry = timer.totals.setdefault(label, [0.0, 0.0, 0, peak])
+                entry[0] += wall - child[0]
+                entry[1] += cpu - child[1]
+                entry[2] += 1
+                if timer.stack:
+                    timer.stack[-1][0] += wall
+                    timer.stack[-1][1] += cpu
+
+        return _Span()
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.span(label):
+                return fn(*args, **kwargs)
+
+        setattr(owner, attr, timed)
+
+
+STAGES = [  # (attribute, label): patched in every interop module that holds the name
+    ("load_source", "load model"), ("resolve_spec", "resolve spec"), ("reference", "PyTorch reference outputs"),
+    ("single_image_cases", "coreml: image-case reference"), ("trace_with_warnings", "trace (warnings capture)"),
+    ("trace_consistency", "trace consistency check"), ("_export_args", "export args"),
+    ("export_once", "onnx: export"), ("name_dims", "onnx: name dims"), ("save", "onnx: save"),
+    ("session", "onnx: ORT session create"), ("run_onnx", "onnx: ORT run"), ("simplify", "onnx: onnxsim"),
+    ("full_check", "onnx: onnx.checker full"), ("check_declared_shapes", "onnx: check declared shapes"),
+    ("first_onnx_departure", "onnx: localise departure"), ("deployment_target", "coreml: deployment target"),
+    ("_convert", "coreml: ct.convert"), ("_renamed", "coreml: rename features"),
+    ("first_coreml_departure", "coreml: localise departure"),
+]
+
+
+def _instrument(timer: _Timer) -> None:
+    """Timers around the stages, patched where the pipeline looks them up (measurement only: no
+    behaviour changes). Names the pipeline no longer has are skipped."""
+    import importlib
+
+    import coremltools as ct
+    import onnx
+    import torch
+
+    from interop.outdir import OutputFolder
+    from interop.runtimes import mil
+
+    modules = []
+    for name in ("interop.pipeline", "interop.prepare", "interop.preflight", "interop.targets.onnx",
+                 "interop.targets.coreml", "interop.runtimes.onnxruntime", "interop.runtimes.torch_ref",
+                 "interop.loading", "interop.resolve"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    for attr, label in STAGES:
+        for module in modules:
+            if callable(getattr(module, attr, None)):
+                timer.wrap(module, attr, label)
+    for owner, attr, label in [(onnx, "load", "onnx: onnx.load"), (ct.models.MLModel, "save", "coreml: save package"),
+                               (OutputFolder, "commit", "commit output folder"), (torch.jit, "trace", "torch.jit.trace"),
+                               (torch.export, "export", "torch.export.export")]:
+        timer.wrap(owner, attr, label)
+    original = mil.load_model
+
+    def load_model(*args: Any, **kwargs: Any) -> Any:
+        with timer.span("coreml: mil load package"):
+            loaded = original(*args, **kwargs)
+        timer.wrap(loaded, "predict", "coreml: mil predict")
+        return loaded
+
+    mil.load_model = load_model
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--phase-child"]:  # --phase-child SOURCE OUT [FLAG...]: the instrumented process
+        phase_child(argv[1], argv[2], argv[3:])
+        return 0
+    if not argv or argv[0].startswith("-"):
+        print(__doc__)
+        return 2
+    source = argv[0]
+    name = Path(source).stem if ":" not in source else source.split(":")[1]
+    phases([(name, source, tuple(argv[1:]))])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
