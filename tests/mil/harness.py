@@ -38,8 +38,13 @@ def run_program(prog: Any, inputs: dict[str, np.ndarray], precision: str = "fp32
 
 
 def run_builder(build: Callable[..., Any], input_specs: list[Any], inputs: dict[str, np.ndarray], **kw: Any) -> Any:
-    """``build`` is the body of an ``@mb.program(input_specs=...)`` function."""
+    """``build`` is the body of an ``@mb.program(input_specs=...)`` function. A program built at an
+    ``opset_version`` is also converted for that deployment target unless ``target`` says otherwise
+    (ops of newer opsets do not convert for an older target)."""
     from coremltools.converters.mil import Builder as mb
 
-    prog = mb.program(input_specs=input_specs, opset_version=kw.pop("opset_version", None))(build)
+    opset = kw.pop("opset_version", None)
+    if opset is not None:
+        kw.setdefault("target", opset)
+    prog = mb.program(input_specs=input_specs, opset_version=opset)(build)
     return run_program(prog, inputs, **kw)

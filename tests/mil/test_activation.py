@@ -80,7 +80,7 @@ def _expected(x_np):
 
 def _run(x, **kw):
     spec = [mb.TensorSpec(shape=SHAPE)]
-    return run_builder(_program, spec, {"x": x}, opset_version=ct.target.iOS17, target=ct.target.iOS17, **kw)
+    return run_builder(_program, spec, {"x": x}, opset_version=ct.target.iOS17, **kw)
 
 
 def test_activations_match_torch():

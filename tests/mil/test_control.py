@@ -13,7 +13,7 @@ from .harness import run_builder as _run_builder
 
 
 def run_builder(build, specs, inputs, target=ct.target.iOS17, **kw):
-    return list(_run_builder(build, specs, inputs, opset_version=target, target=target, **kw).values())
+    return list(_run_builder(build, specs, inputs, opset_version=target, **kw).values())
 
 
 def _spec(shape, dtype=types.fp32):

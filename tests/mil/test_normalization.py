@@ -19,7 +19,6 @@ RNG = np.random.default_rng(0)
 
 def _run(build, x, **kw):
     kw.setdefault("opset_version", IOS17)
-    kw.setdefault("target", IOS17)
     return run_builder(build, [mb.TensorSpec(shape=x.shape)], {"x": x}, **kw)
 
 

@@ -14,7 +14,7 @@ from .harness import run_builder as _run_builder
 
 
 def run_builder(build, specs, inputs, target=ct.target.iOS17, **kw):
-    return _run_builder(build, specs, inputs, opset_version=target, target=target, **kw)
+    return _run_builder(build, specs, inputs, opset_version=target, **kw)
 
 SEQ, BATCH, INPUT, HIDDEN = 5, 2, 3, 4
 

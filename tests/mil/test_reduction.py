@@ -38,7 +38,7 @@ def _prod(t, dims, keep):
 
 def _run(build, x, dtype=types.fp32, **kw):
     spec = [mb.TensorSpec(shape=x.shape, dtype=dtype)]
-    return run_builder(build, spec, {"x": x}, opset_version=ct.target.iOS17, target=ct.target.iOS17, **kw)
+    return run_builder(build, spec, {"x": x}, opset_version=ct.target.iOS17, **kw)
 
 
 def _program(x):

@@ -20,7 +20,7 @@ IMAGE = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
 
 def _run(build, arrays: dict, opset=IOS17, **kw):
     specs = [mb.TensorSpec(shape=a.shape) for a in arrays.values()]
-    return run_builder(build, specs, arrays, opset_version=opset, target=opset, **kw)
+    return run_builder(build, specs, arrays, opset_version=opset, **kw)
 
 
 def test_upsample_and_resize_bilinear_match_torch_and_documented_grids():

@@ -17,7 +17,7 @@ RNG = np.random.default_rng(0)
 
 def run(build, specs, inputs, opset=ct.target.iOS17, **kw):
     """Outputs of ``build`` in return order, executed by the reference runtime."""
-    out = run_builder(build, specs, inputs, opset_version=opset, target=opset, **kw)
+    out = run_builder(build, specs, inputs, opset_version=opset, **kw)
     return list(out.values())
 
 
