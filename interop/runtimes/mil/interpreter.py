@@ -1,4 +1,12 @@
-"""Interpret a pymil ``Function`` op by op with the kernels of ``registry``."""
+"""Interpret a pymil ``Function`` op by op with the kernels of ``registry``.
+
+A block (a function's body, a ``cond`` branch, a ``while_loop`` body) is compiled once into a
+:class:`_Plan` -- its ``const`` ops decoded, each other op's kernel looked up, its inputs sorted
+into constants and names to read from the environment, its outputs' declared dtypes resolved --
+and the plan is kept for later runs (a :class:`~.loader.LoadedModel` keeps its plans for every
+``predict``). Running a plan is then a tight loop: gather inputs, call the kernel, conform the
+outputs to their declared dtypes (where fp16 rounding happens, see ``values.conform``).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +16,75 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from .registry import KernelContext, get_kernel, implemented_ops
-from .values import conform, const_value, is_state, zero_state
+from .values import conform, conform_dtype, const_value, is_state, numpy_dtype, register_constant, zero_state
+
+_F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
+
+
+class _Step:
+    """One non-const op, ready to run."""
+
+    __slots__ = ("op", "op_type", "fn", "const_args", "env_args", "list_args", "outs", "ctx", "has_blocks")
+
+    def __init__(self, op: Any, fn: Any, constants: dict[str, Any]):
+        self.op = op
+        self.op_type = op.op_type
+        self.fn = fn
+        self.const_args: dict[str, Any] = {}
+        self.env_args: list[tuple[str, str]] = []
+        self.list_args: list[tuple[str, list[tuple[bool, Any]]]] = []
+        for name, v in op.inputs.items():
+            if isinstance(v, (list, tuple)):
+                self.list_args.append((name, [_source(x, constants) for x in v]))
+                continue
+            is_const, source = _source(v, constants)
+            if is_const:
+                self.const_args[name] = source
+            else:
+                self.env_args.append((name, source))
+        # (name, declared dtype, dtype in a promote_fp16 shadow run)
+        self.outs = [(var.name, numpy_dtype(var), _promoted(numpy_dtype(var))) for var in op.outputs]
+        self.ctx = KernelContext(op, _no_blocks)
+        self.has_blocks = bool(getattr(op, "blocks", None))
+
+
+class _Plan:
+    """A compiled block: its decoded constants, its steps and the names of its outputs."""
+
+    def __init__(self, block: Any):
+        self.constants: dict[str, Any] = {}
+        self.steps: list[_Step] = []
+        for op in block.operations:
+            if op.op_type == "const":
+                value = const_value(op.outputs[0])
+                register_constant(value)
+                self.constants[op.outputs[0].name] = value
+                continue
+            fn = get_kernel(op.op_type)
+            if fn is None:
+                raise UnsupportedOpError(
+                    f"the Core ML reference runtime has no kernel for MIL op {op.op_type!r} "
+                    f"(opset {_opset_name(op)}, op {op.name!r})",
+                    hint="implemented: " + ", ".join(implemented_ops()),
+                )
+            self.steps.append(_Step(op, fn, self.constants))
+        self.outputs = list(block.outputs)
 
 
 class Interpreter:
-    """Runs one MIL function; optionally records every op output by name."""
+    """Runs one MIL function; optionally records every op output by name.
 
-    def __init__(self, function: Any, record: bool = False, promote_fp16: bool = False):
+    ``plans`` (block id -> compiled plan) may be shared between interpreters of the same program
+    so that it is compiled once; by default each interpreter compiles what it runs.
+    """
+
+    def __init__(self, function: Any, record: bool = False, promote_fp16: bool = False,
+                 plans: dict[int, _Plan] | None = None):
         self.function = function
         self.record = record
         self.promote = promote_fp16  # run fp16-typed ops in fp32 (a shadow run; see values.conform)
         self.trace: dict[str, np.ndarray] = {}
+        self.plans = {} if plans is None else plans
 
     def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
         env: dict[str, Any] = {}
@@ -38,37 +104,49 @@ class Interpreter:
             env[var.name] = conform(value, var, self.promote)
         return self._run_ops(block, env)
 
+    def _plan(self, block: Any) -> _Plan:
+        plan = self.plans.get(id(block))
+        if plan is None:
+            plan = self.plans[id(block)] = _Plan(block)
+        return plan
+
     def _run_ops(self, block: Any, env: dict[str, Any]) -> list[Any]:
-        for op in block.operations:
-            self._run_op(op, env)
-        return [self._value(var, env) for var in block.outputs]
+        plan = self._plan(block)
+        env.update(plan.constants)
+        run_op = self._run_op
+        for step in plan.steps:
+            run_op(step, env)
+        return [self._value(var, env) for var in plan.outputs]
 
-    def _run_op(self, op: Any, env: dict[str, Any]) -> None:
-        if op.op_type == "const":
-            env[op.outputs[0].name] = const_value(op.outputs[0])
-            return
-        fn = get_kernel(op.op_type)
-        if fn is None:
-            raise UnsupportedOpError(
-                f"the Core ML reference runtime has no kernel for MIL op {op.op_type!r} "
-                f"(opset {_opset_name(op)}, op {op.name!r})",
-                hint="implemented: " + ", ".join(implemented_ops()),
-            )
-        kwargs = {name: self._input_value(v, env) for name, v in op.inputs.items()}
-        ctx = KernelContext(op, lambda blk, vals: self.run_block(blk, vals, env))
-        result = fn(ctx, **kwargs)
-        results = result if len(op.outputs) > 1 else (result,)
-        if len(results) != len(op.outputs):
-            raise RuntimeError(f"kernel {op.op_type} returned {len(results)} outputs, expected {len(op.outputs)}")
-        for var, value in zip(op.outputs, results):
-            env[var.name] = conform(value, var, self.promote)
+    def _run_op(self, step: _Step, env: dict[str, Any]) -> None:
+        kwargs = dict(step.const_args)
+        for name, key in step.env_args:
+            kwargs[name] = env[key] if key in env else _missing(key)
+        for name, sources in step.list_args:
+            kwargs[name] = [value if is_const else (env[value] if value in env else _missing(value))
+                            for is_const, value in sources]
+        if step.has_blocks:
+            step.ctx = KernelContext(step.op, lambda blk, vals: self.run_block(blk, vals, env))
+        result = step.fn(step.ctx, **kwargs)
+        outs = step.outs
+        if len(outs) == 1:
+            name, dtype, promoted = outs[0]
+            if self.promote:
+                dtype = promoted
+            if type(result) is np.ndarray and result.dtype == dtype:
+                env[name] = result
+            else:
+                env[name] = conform_dtype(result, dtype)
             if self.record:
-                self.trace[var.name] = env[var.name]
-
-    def _input_value(self, v: Any, env: dict[str, Any]) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [self._value(x, env) for x in v]
-        return self._value(v, env)
+                self.trace[name] = env[name]
+            return
+        if not isinstance(result, (tuple, list)) or len(result) != len(outs):
+            count = len(result) if isinstance(result, (tuple, list)) else 1
+            raise RuntimeError(f"kernel {step.op_type} returned {count} outputs, expected {len(outs)}")
+        for (name, dtype, promoted), value in zip(outs, result):
+            env[name] = conform_dtype(value, promoted if self.promote else dtype)
+            if self.record:
+                self.trace[name] = env[name]
 
     @staticmethod
     def _value(var: Any, env: dict[str, Any]) -> Any:
@@ -76,7 +154,29 @@ class Interpreter:
             return env[var.name]
         if var.val is not None:
             return const_value(var)
-        raise KeyError(f"MIL var {var.name!r} used before it was computed")
+        return _missing(var.name)
+
+
+def _source(var: Any, constants: dict[str, Any]) -> tuple[bool, Any]:
+    """(True, value) for an input known at compile time, else (False, the name to read)."""
+    if var.name in constants:
+        return True, constants[var.name]
+    producer = getattr(var, "op", None)
+    if producer is None and var.val is not None:  # a literal with no op (not a block input)
+        return True, const_value(var)
+    return False, var.name
+
+
+def _missing(name: str) -> Any:
+    raise KeyError(f"MIL var {name!r} used before it was computed")
+
+
+def _promoted(dtype: np.dtype | None) -> np.dtype | None:
+    return _F32 if dtype == _F16 else dtype
+
+
+def _no_blocks(block: Any, values: list[Any]) -> list[Any]:
+    raise RuntimeError("this op has no nested blocks to run")
 
 
 def _opset_name(op: Any) -> str:

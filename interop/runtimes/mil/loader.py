@@ -63,12 +63,14 @@ class LoadedModel:
         self.image_inputs = {
             f.name: f.type.imageType for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
         }
+        self._plans: dict[str, dict] = {}  # function name -> its compiled blocks, reused by every predict
 
     def predict(self, inputs: dict[str, Any], intermediate: bool = False, function: str = "main",
                 promote_fp16: bool = False):
         func = self.program.functions[function]
         feeds = {name: self._feed(name, value) for name, value in inputs.items()}
-        interp = Interpreter(func, record=intermediate, promote_fp16=promote_fp16)
+        interp = Interpreter(func, record=intermediate, promote_fp16=promote_fp16,
+                             plans=self._plans.setdefault(function, {}))
         outputs = interp.run(feeds)
         outputs = {name: _as_output(v) for name, v in outputs.items()}
         if intermediate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -51,9 +52,73 @@ def cast(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def widen(a: Any) -> np.ndarray:
     """``a`` as an array, fp16 widened to fp32 with the fast :func:`cast` (for kernels, which
-    compute half precision in single)."""
+    compute half precision in single).
+
+    A program constant registered with :func:`register_constant` (weights, mostly) is widened
+    once and the fp32 copy reused by every later call, within :data:`WIDE_CACHE_BYTES`. The
+    returned array may therefore be shared: kernels must not modify their inputs in place.
+    """
     arr = np.asarray(a)
-    return cast(arr, _FLOATS[1]) if arr.dtype == np.float16 else arr
+    if arr.dtype != _FLOATS[0]:
+        return arr
+    entry = _WIDE.get(id(arr))
+    if entry is None:
+        return cast(arr, _FLOATS[1])
+    if entry[0] is None:
+        wide = cast(arr, _FLOATS[1])
+        if not _WIDE_BYTES.fits(wide.nbytes):
+            return wide
+        entry[0] = wide
+    return entry[0]
+
+
+def torch_tensor(a: Any):
+    """``widen(a)`` as a CPU torch tensor sharing its memory when it can (a read-only or
+    negatively strided array is copied: ``torch.from_numpy`` refuses or warns on those)."""
+    import torch
+
+    arr = widen(a)
+    if not arr.flags.writeable or any(s < 0 for s in arr.strides):
+        arr = np.array(arr)
+    return torch.from_numpy(arr)
+
+
+WIDE_CACHE_BYTES = 64 * 1024**2
+"""Most fp32 bytes kept for widened fp16 constants at once, over all loaded programs: enough for
+the weights of a small model, so that a large one does not double its weights in memory."""
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.used = 0
+
+    def fits(self, nbytes: int) -> bool:
+        if self.used + nbytes > WIDE_CACHE_BYTES:
+            return False
+        self.used += nbytes
+        return True
+
+
+_WIDE: dict[int, list] = {}  # id(fp16 constant) -> [its fp32 copy or None]
+_WIDE_BYTES = _Budget()
+
+
+def register_constant(arr: Any) -> None:
+    """Let :func:`widen` cache the fp32 copy of ``arr``, an fp16 program constant that stays
+    alive and unchanged while it is used (the entry goes when ``arr`` is garbage collected)."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != _FLOATS[0] or arr.size < _TORCH_CAST_MIN_SIZE:
+        return
+    key = id(arr)
+    if key in _WIDE:
+        return
+    _WIDE[key] = [None]
+    weakref.finalize(arr, _forget, key)
+
+
+def _forget(key: int) -> None:
+    entry = _WIDE.pop(key, None)
+    if entry is not None and entry[0] is not None:
+        _WIDE_BYTES.used -= entry[0].nbytes
 
 
 def const_value(var: Any) -> Any:
@@ -101,6 +166,13 @@ def conform(value: Any, var: Any, promote: bool = False) -> Any:
     dtype = numpy_dtype(var)
     if promote and dtype == np.float16:
         dtype = np.dtype(np.float32)
+    return conform_dtype(value, dtype)
+
+
+def conform_dtype(value: Any, dtype: np.dtype | None) -> Any:
+    """:func:`conform` with the target dtype already known (the interpreter's hot path)."""
+    if isinstance(value, (str, list, tuple, dict, State)) or value is None:
+        return value
     arr = np.asarray(value)
     if dtype is not None and arr.dtype != dtype:
         arr = cast(arr, dtype)

@@ -12,7 +12,15 @@ import numpy as np
 import scipy.special
 
 from ..registry import kernel
+from ..values import torch_tensor
 from .elementwise import upcast
+
+_TORCH_MIN_SIZE = 4096  # below this numpy's lower call overhead wins
+
+
+def _via_torch(x: np.ndarray) -> bool:
+    """Whether to compute on ``x`` (already widened) with torch: large float arrays."""
+    return x.size >= _TORCH_MIN_SIZE and x.dtype.kind == "f"
 
 
 def _per_channel(param, rank: int) -> np.ndarray:
@@ -23,13 +31,17 @@ def _per_channel(param, rank: int) -> np.ndarray:
 @kernel("relu")
 def relu(ctx, x):
     """``max(x, 0)``."""
-    return np.maximum(upcast(x), 0)
+    x = upcast(x)
+    if _via_torch(x):
+        return torch_tensor(x).relu().numpy()
+    return np.maximum(x, 0)
 
 
 @kernel("relu6")
 def relu6(ctx, x):
     """``min(max(x, 0), 6)``."""
-    return np.minimum(np.maximum(upcast(x), 0), 6)
+    x = upcast(x)
+    return np.clip(x, x.dtype.type(0), x.dtype.type(6))
 
 
 @kernel("clamped_relu")
@@ -82,7 +94,10 @@ def scaled_tanh(ctx, x, alpha, beta):
 @kernel("sigmoid")
 def sigmoid(ctx, x):
     """``1 / (1 + exp(-x))``."""
-    return scipy.special.expit(upcast(x))
+    x = upcast(x)
+    if _via_torch(x):
+        return torch_tensor(x).sigmoid().numpy()
+    return scipy.special.expit(x)
 
 
 @kernel("sigmoid_hard")
@@ -95,6 +110,9 @@ def sigmoid_hard(ctx, x, alpha, beta):
 def silu(ctx, x):
     """``x * sigmoid(x)``."""
     x = upcast(x)
+    if _via_torch(x):
+        t = torch_tensor(x)
+        return (t * t.sigmoid()).numpy()
     return x * scipy.special.expit(x)
 
 
@@ -121,7 +139,10 @@ def softsign(ctx, x):
 @kernel("softmax")
 def softmax(ctx, x, axis):
     """``exp(x) / sum(exp(x), axis)``, computed after subtracting the max along ``axis``."""
-    return scipy.special.softmax(upcast(x), axis=int(axis))
+    x = upcast(x)
+    if _via_torch(x):
+        return torch_tensor(x).softmax(int(axis)).numpy()
+    return scipy.special.softmax(x, axis=int(axis))
 
 
 @kernel("gelu")
@@ -129,6 +150,10 @@ def gelu(ctx, x, mode):
     """GELU in the def's three modes: ``EXACT`` (erf), ``TANH_APPROXIMATION``,
     ``SIGMOID_APPROXIMATION`` (``x * sigmoid(1.702 x)``)."""
     x = upcast(x)
+    if _via_torch(x) and mode in ("EXACT", "TANH_APPROXIMATION"):
+        import torch.nn.functional as F
+
+        return F.gelu(torch_tensor(x), approximate="tanh" if mode == "TANH_APPROXIMATION" else "none").numpy()
     if mode == "TANH_APPROXIMATION":
         inner = np.sqrt(2 / np.pi).astype(x.dtype) * (x + 0.044715 * x**3)
         return 0.5 * x * (1 + np.tanh(inner))

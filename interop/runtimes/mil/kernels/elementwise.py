@@ -15,12 +15,9 @@ import numpy as np
 import scipy.special
 
 from ..registry import kernel
+from ..values import widen
 
-
-def upcast(a: Any) -> np.ndarray:
-    """``a`` as an array, fp16 widened to fp32 (kernels compute half precision in single)."""
-    arr = np.asarray(a)
-    return arr.astype(np.float32) if arr.dtype == np.float16 else arr
+upcast = widen  # ``a`` as an array, fp16 widened to fp32 (kernels compute half precision in single)
 
 
 def _is_int(a: np.ndarray) -> bool:
@@ -139,8 +136,9 @@ def rsqrt(ctx, x, epsilon):
 
 @kernel("clip")
 def clip(ctx, x, alpha, beta):
-    """``min(max(x, alpha), beta)``."""
-    return np.minimum(np.maximum(upcast(x), upcast(alpha)), upcast(beta))
+    """``min(max(x, alpha), beta)`` (``np.clip`` computes exactly that, also when alpha > beta)."""
+    x = upcast(x)
+    return np.clip(x, upcast(alpha).astype(x.dtype), upcast(beta).astype(x.dtype))
 
 
 @kernel("threshold")

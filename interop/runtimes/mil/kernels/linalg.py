@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import kernel
+from ..values import torch_tensor, widen
+
+_TORCH_MIN_MACS = 1 << 16  # products at least this large go to torch (its BLAS obeys torch's thread count)
 
 
 def _operands(*arrays):
@@ -18,13 +21,18 @@ def _operands(*arrays):
     arrays = [np.asarray(a) for a in arrays]
     if all(np.issubdtype(a.dtype, np.integer) for a in arrays):
         return [a.astype(np.int64) for a in arrays]
-    return [a.astype(np.float32) for a in arrays]
+    return [widen(a).astype(np.float32, copy=False) for a in arrays]
 
 
 @kernel("linear")
 def linear(ctx, x, weight, bias=None):
     """``linear``: ``x @ weight.T + bias`` with ``weight [D_out, D_in]``."""
     x, weight = _operands(x, weight)
+    if x.dtype == np.float32 and x.size * weight.shape[0] >= _TORCH_MIN_MACS:
+        import torch.nn.functional as F
+
+        b = None if bias is None else torch_tensor(_operands(bias, weight)[0])
+        return F.linear(torch_tensor(x), torch_tensor(weight), b).numpy()
     y = np.matmul(x, weight.T)
     if bias is not None:
         y = y + _operands(bias, weight)[0]
@@ -40,6 +48,10 @@ def matmul(ctx, x, y, transpose_x=False, transpose_y=False):
         x = np.swapaxes(x, -1, -2)
     if bool(transpose_y) and y.ndim > 1:
         y = np.swapaxes(y, -1, -2)
+    if x.dtype == np.float32 and x.ndim >= 2 and y.ndim >= 2 and x.size * y.shape[-1] >= _TORCH_MIN_MACS:
+        import torch
+
+        return torch.matmul(torch_tensor(x), torch_tensor(y)).numpy()
     return np.matmul(x, y)
 
 

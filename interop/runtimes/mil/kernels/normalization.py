@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..registry import kernel
+from ..values import torch_tensor
 from .elementwise import upcast
 
 
@@ -66,6 +67,14 @@ def layer_norm(ctx, x, axes=None, gamma=None, beta=None, epsilon=1e-5):
     rank = x.ndim
     axes = range(rank) if axes is None else np.asarray(axes).reshape(-1)
     axes = tuple(sorted({int(a) % rank for a in axes}))
+    if axes and axes == tuple(range(rank - len(axes), rank)) and x.size >= 4096:
+        # Trailing axes: torch's layer_norm computes the same formula (population variance) in one pass.
+        import torch.nn.functional as F
+
+        shape = x.shape[rank - len(axes):]
+        g = None if gamma is None else torch_tensor(_f32(gamma).reshape(shape))
+        b = None if beta is None else torch_tensor(_f32(beta).reshape(shape))
+        return F.layer_norm(torch_tensor(x), shape, g, b, float(_f32(epsilon))).numpy()
     normalized_shape = [x.shape[i] if i in axes else 1 for i in range(rank)]
     y = _normalize(x, axes, epsilon)
     if gamma is not None:
