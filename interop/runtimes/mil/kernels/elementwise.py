@@ -15,6 +15,7 @@ import numpy as np
 import scipy.special
 
 from ..registry import kernel
+from .. import values
 from ..values import widen
 
 upcast = widen  # ``a`` as an array, fp16 widened to fp32 (kernels compute half precision in single)
@@ -163,4 +164,6 @@ def cast(ctx, x, dtype):
         info = np.iinfo(target)
         with np.errstate(invalid="ignore"):
             return np.clip(np.trunc(arr.astype(np.float64)), info.min, info.max).astype(target)
+    if arr.dtype.kind == "f" and target.kind == "f":
+        return values.cast(arr, target)  # fp16 <-> fp32 through torch: identical rounding, ~10x faster
     return arr.astype(target)
