@@ -195,8 +195,23 @@ def median_seconds(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float
     return statistics.median(times)
 
 
-def bench_model(name: str, precision: str, repeat: int, threads: int) -> dict[str, Any]:
-    """Export ``name`` both ways and time both runtimes on the same input."""
+def batched(inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """The example inputs with ``batch`` samples along axis 0 (the first one is the example)."""
+    if batch == 1:
+        return inputs
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, v in inputs.items():
+        shape = (batch - 1,) + v.shape[1:]
+        more = (rng.standard_normal(shape).astype(v.dtype) if v.dtype.kind == "f"
+                else rng.integers(int(v.min()), int(v.max()) + 1, size=shape).astype(v.dtype))
+        out[name] = np.concatenate([v, more])
+    return out
+
+
+def bench_model(name: str, precision: str, repeat: int, threads: int, batch: int = 1) -> dict[str, Any]:
+    """Export ``name`` both ways and time both runtimes on the same input (``batch`` samples at
+    once; times are per sample)."""
     import onnxruntime as ort
     import torch
 
@@ -204,6 +219,7 @@ def bench_model(name: str, precision: str, repeat: int, threads: int) -> dict[st
 
     torch.manual_seed(0)
     model, inputs = MODELS[name]()
+    inputs = batched(inputs, batch)
     model.eval()
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -223,8 +239,8 @@ def bench_model(name: str, precision: str, repeat: int, threads: int) -> dict[st
         torch_s = median_seconds(lambda: model(*example), repeat)
         ops = sum(1 for op in loaded.program.functions["main"].operations if op.op_type != "const")
     diff = float(np.max(np.abs(np.asarray(mil_out, np.float32) - ort_out)))
-    return {"model": name, "ops": ops, "mil_ms": 1e3 * mil_s, "ort_ms": 1e3 * ort_s, "ratio": mil_s / ort_s,
-            "torch_ms": 1e3 * torch_s,
+    return {"model": name, "ops": ops, "mil_ms": 1e3 * mil_s / batch, "ort_ms": 1e3 * ort_s / batch,
+            "ratio": mil_s / ort_s, "torch_ms": 1e3 * torch_s / batch, "batch": batch,
             "load_ms": 1e3 * load_s, "max_abs_diff": diff, "loaded": loaded, "inputs": inputs}
 
 
@@ -254,10 +270,10 @@ def profile_ops(loaded: Any, inputs: dict[str, np.ndarray], repeat: int) -> list
     return rows + [("(outside ops)", (total - sum(spent.values())) / repeat, 0)]
 
 
-def print_results(rows: list[dict[str, Any]], precision: str, threads: int) -> None:
+def print_results(rows: list[dict[str, Any]], precision: str, threads: int, batch: int = 1) -> None:
     clock = next(name for name, fn in CLOCKS.items() if fn is CLOCK)
     print(f"\nCore ML reference runtime vs ONNX Runtime  (Core ML precision {precision}, {threads} thread(s), "
-          f"median {clock} time per sample, batch 1)")
+          f"median {clock} time per sample, batch {batch})")
     print(f"  {'model':<12} {'MIL ops':>7} {'reference':>10} {'onnxruntime':>12} {'ratio':>7}"
           f" {'torch eager':>12} {'load':>8} {'max|diff|':>10}")
     for r in rows:
@@ -273,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and ONNX Runtime intra-op threads (numpy's BLAS: OPENBLAS_NUM_THREADS, default 1)")
+    parser.add_argument("--batch", default="1",
+                        help="samples per prediction, comma-separated for several runs (times are per sample)")
     parser.add_argument("--profile", default="", help="comma-separated models to profile op by op")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu",
                         help="cpu (default): this process's CPU time, steady on a busy machine but summed over "
@@ -288,14 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(MODELS)
     if unknown:
         parser.error(f"unknown models: {', '.join(sorted(unknown))}")
-    rows = [bench_model(n, args.precision, args.repeat, args.threads) for n in names]
-    print_results(rows, args.precision, args.threads)
+    for batch in (int(b) for b in args.batch.split(",")):
+        rows = [bench_model(n, args.precision, args.repeat, args.threads, batch) for n in names]
+        print_results(rows, args.precision, args.threads, batch)
+        profile(rows, args)
+    return 0
+
+
+def profile(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for row in rows:
         if row["model"] in args.profile.split(","):
             print(f"\nWhere the reference runtime spends {row['model']}'s {row['mil_ms']:.2f} ms:")
             for op_type, seconds, count in profile_ops(row["loaded"], row["inputs"], args.repeat)[:15]:
                 print(f"  {op_type:<28} {1e3 * seconds:8.3f} ms  {count:>4} ops")
-    return 0
 
 
 if __name__ == "__main__":

@@ -163,3 +163,53 @@ def test_plans_are_compiled_once_per_loaded_model():
     ops = [op for op in loaded.program.functions["main"].operations if op.op_type != "const"]
     assert sorted(trace) == sorted(op.outputs[0].name for op in ops)  # every op's output, no consts
     assert {"linear", "relu"} <= {op.op_type for op in ops}
+
+
+def _fusion_program(alpha: float):
+    from coremltools.converters.mil import Builder as mb
+
+    w = _x((64, 64), scale=0.2)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(4, 64))])
+    def prog(x):
+        a = mb.linear(x=x, weight=w, name="a")
+        clipped = mb.clip(x=a, alpha=alpha, beta=0.75, name="clipped")  # fused when alpha is representable
+        b = mb.linear(x=clipped, weight=w, name="b")
+        r = mb.relu(x=b, name="r")  # b is used twice: not fused
+        return mb.add(x=r, y=b, name="y")
+
+    return prog
+
+
+@pytest.mark.parametrize("alpha", [0.125, 0.1])
+def test_clamp_fusion_is_exact_and_only_where_allowed(alpha):
+    """A clamp merged into the op before it gives bit-for-bit the outputs of the unmerged run
+    (``intermediate=True`` runs every op separately); a producer with another consumer is not
+    merged, nor a clamp whose bound the producer's dtype cannot hold."""
+    pytest.importorskip("coremltools")
+    from interop.runtimes import mil
+    from tests.mil.harness import save_program
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = mil.load_model(save_program(_fusion_program(alpha), Path(tmp), precision="fp16"))
+    # inputs crowd the clip's lower bound, where rounding before or after the clamp could differ
+    x = (alpha + RNG.standard_normal((4, 64)) * 0.05).astype(np.float32)
+    fused = loaded.predict({"x": x})
+    unfused, _ = loaded.predict({"x": x}, intermediate=True)
+    (plan,) = loaded._plans["main"].values()
+    kinds = [step.op_type for step in plan.fused_steps]
+    assert "linear+clip" in kinds  # the fp16 program holds alpha as fp16: representable
+    assert "linear+relu" not in kinds
+    for name in fused:
+        np.testing.assert_array_equal(fused[name], unfused[name])
+    # an fp32 bound (iOS17 allows it) that fp16 cannot hold must keep the clamp separate
+    from interop.runtimes.mil.interpreter import _fusable
+
+    producer, clamp = next((a, b) for a, b in zip(plan.steps, plan.steps[1:]) if b.op_type == "clip")
+    assert _fusable(producer, clamp, plan.outputs)
+    saved = clamp.const_args["alpha"]
+    try:
+        clamp.const_args["alpha"] = np.float32(0.1)
+        assert not _fusable(producer, clamp, plan.outputs)
+    finally:
+        clamp.const_args["alpha"] = saved

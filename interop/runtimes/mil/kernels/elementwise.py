@@ -139,6 +139,9 @@ def rsqrt(ctx, x, epsilon):
 def clip(ctx, x, alpha, beta):
     """``min(max(x, alpha), beta)`` (``np.clip`` computes exactly that, also when alpha > beta)."""
     x = upcast(x)
+    if x.size >= 4096 and x.dtype == np.float32 and np.size(alpha) == np.size(beta) == 1:
+        # torch.clamp computes the same (NaN kept; alpha > beta gives beta), ~3x faster
+        return values.torch_tensor(x).clamp(float(upcast(alpha)), float(upcast(beta))).numpy()
     return np.clip(x, upcast(alpha).astype(x.dtype), upcast(beta).astype(x.dtype))
 
 
