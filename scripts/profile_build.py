@@ -5,11 +5,17 @@ Each build runs in a fresh process with timers patched around the pipeline's sta
 the pipeline currently looks them up (measurement only: nothing behaves differently; names the
 pipeline no longer has are skipped). Imports are timed first, in the order a build needs them.
 Per stage: self wall and CPU time (a stage's time excludes the timed stages inside it), calls,
-and the process's peak RSS when the stage first ended.
+and the process's peak RSS when the stage first ended; per call, the RSS on entry, the peak RSS
+inside it and the RSS after (Linux), and the process's peak.
 
     python scripts/profile_build.py samples/lstm_sum.pt
     python scripts/profile_build.py scripts.scaling:bert_base --input input_ids:1x32:int64:0..30521 \
         --input attention_mask:1x32:int64:1..1 --targets onnx --allow-trace-warnings
+    python scripts/profile_build.py samples/lstm_sum.pt --lazy-imports   # memory as in the CLI
+
+With ``--lazy-imports`` the libraries are not imported (nor timed) up front and calls into them
+are not timed: each is imported where the build first needs it, as in the CLI, so the memory
+timeline matches a real build's (imports first costs ~60 MB early: coremltools).
 """
 
 from __future__ import annotations
@@ -55,6 +61,12 @@ def print_phases(name: str, data: dict[str, Any]) -> None:
             steps.append(f"{label} {rss:.0f}")
             last = rss
     print("  peak RSS MB as it grew: " + " -> ".join(steps))
+    if data.get("timeline"):
+        print(f"  memory per stage call, MB (RSS on entry -> peak inside -> RSS after); process peak "
+              f"{data.get('peak_mb', 0):.0f} MB:")
+        for label, rss_in, peak, rss_out in data["timeline"]:
+            if peak - rss_in >= 20 or abs(rss_out - rss_in) >= 20:
+                print(f"    {label:40s} {rss_in:6.0f} -> {peak:6.0f} (+{peak - rss_in:4.0f}) -> {rss_out:6.0f}")
     groups: dict[str, float] = {}
     for label, (_, cpu, _, _) in data["phases"].items():
         group = "imports" if label.startswith("import") else label.split(":")[0] if ":" in label else "prepare/other"
@@ -68,7 +80,8 @@ def phase_child(source: str, out: str, flags: list[str]) -> None:
     the order a build first needs them."""
     started, cpu0 = time.perf_counter(), time.process_time()
     timer = _Timer()
-    for name in ("torch", "onnx", "torch.onnx", "onnxruntime", "onnxsim", "coremltools"):
+    lazy = "--lazy-imports" in flags  # as the CLI does: each library imported where first needed
+    for name in () if lazy else ("torch", "onnx", "torch.onnx", "onnxruntime", "onnxsim", "coremltools"):
         with timer.span(f"import {name}"):
             __import__(name)
     with timer.span("import interop (pipeline, mil runtime)"):
@@ -76,7 +89,7 @@ def phase_child(source: str, out: str, flags: list[str]) -> None:
 
         for module in ("interop.pipeline", "interop.runtimes.mil"):
             importlib.import_module(module)
-    _instrument(timer)
+    _instrument(timer, libraries=not lazy)
     from interop.config import BuildConfig
     from interop.pipeline import build
 
@@ -93,16 +106,31 @@ def phase_child(source: str, out: str, flags: list[str]) -> None:
     data = {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu0, "passed": report.passed,
             "exporter": targets["onnx"].get("exporter"), "capture": targets["coreml"].get("capture"),
             "rejected": [targets["onnx"].get("rejected"), targets["coreml"].get("rejected")],
-            "phases": timer.totals}
+            "phases": timer.totals, "timeline": timer.timeline,
+            "peak_mb": max(timer.peak_mb, _status_mb("VmHWM"))}
     print("PHASES:" + json.dumps(data), flush=True)
 
 
 class _Timer:
-    """Self time (wall, CPU) per label, and the process's peak RSS when the label first ended."""
+    """Self time (wall, CPU) per label; the process's peak RSS when the label first ended; and, per
+    call, the RSS on entry and the peak RSS reached inside it (the kernel's high-water mark,
+    re-armed through /proc/self/clear_refs at every span boundary, so each span sees its own peak;
+    the process-wide peak is kept here, as ``peak_mb``)."""
 
     def __init__(self) -> None:
         self.totals: dict[str, list[float]] = {}
-        self.stack: list[list[float]] = []  # [child wall, child cpu] per open span
+        self.stack: list[list[float]] = []  # [child wall, child cpu, peak MB] per open span
+        self.timeline: list[tuple[str, float, float, float]] = []  # (label, rss in, peak inside, rss out) MB
+        self.peak_mb = 0.0
+
+    def _observe(self) -> float:
+        """The high-water mark since the last re-arm, folded into every open span; then re-arm."""
+        hwm = _status_mb("VmHWM")
+        self.peak_mb = max(self.peak_mb, hwm)
+        for entry in self.stack:
+            entry[2] = max(entry[2], hwm)
+        _rearm_hwm()
+        return hwm
 
     def span(self, label: str) -> Any:
         import resource
@@ -111,13 +139,17 @@ class _Timer:
 
         class _Span:
             def __enter__(self) -> None:
+                timer._observe()
+                self.rss = _status_mb("VmRSS")
                 self.t, self.c = time.perf_counter(), time.process_time()
-                timer.stack.append([0.0, 0.0])
+                timer.stack.append([0.0, 0.0, self.rss])
 
             def __exit__(self, *exc: Any) -> None:
                 wall, cpu = time.perf_counter() - self.t, time.process_time() - self.c
+                timer._observe()
                 child = timer.stack.pop()
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                timer.timeline.append((label, self.rss, child[2], _status_mb("VmRSS")))
+                peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, timer.peak_mb)
                 entry = timer.totals.setdefault(label, [0.0, 0.0, 0, peak])
                 entry[0] += wall - child[0]
                 entry[1] += cpu - child[1]
@@ -138,12 +170,36 @@ class _Timer:
         setattr(owner, attr, timed)
 
 
+def _status_mb(key: str) -> float:
+    """A field of /proc/self/status in MB (0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _rearm_hwm() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux: clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 STAGES = [  # (attribute, label): patched in every interop module that holds the name
     ("load_source", "load model"), ("resolve_spec", "resolve spec"), ("reference", "PyTorch reference outputs"),
     ("single_image_cases", "coreml: image-case reference"), ("trace_with_warnings", "trace (warnings capture)"),
     ("trace_consistency", "trace consistency check"), ("_export_args", "export args"),
     ("export_once", "onnx: export"), ("name_dims", "onnx: name dims"), ("save", "onnx: save"),
     ("session", "onnx: ORT session create"), ("run_onnx", "onnx: ORT run"), ("simplify", "onnx: onnxsim"),
+    ("simplify_stored", "onnx: onnxsim (weightless)"), ("attach", "onnx: store exported weights"),
+    ("write", "onnx: write artifact"), ("store_weights", "onnx: store simplified weights"),
+    ("release", "malloc_trim"),
     ("full_check", "onnx: onnx.checker full"), ("check_declared_shapes", "onnx: check declared shapes"),
     ("first_onnx_departure", "onnx: localise departure"), ("deployment_target", "coreml: deployment target"),
     ("_convert", "coreml: ct.convert"), ("_renamed", "coreml: rename features"),
@@ -151,20 +207,19 @@ STAGES = [  # (attribute, label): patched in every interop module that holds the
 ]
 
 
-def _instrument(timer: _Timer) -> None:
+def _instrument(timer: _Timer, libraries: bool = True) -> None:
     """Timers around the stages, patched where the pipeline looks them up (measurement only: no
-    behaviour changes). Names the pipeline no longer has are skipped."""
+    behaviour changes). Names the pipeline no longer has are skipped. ``libraries``: also around
+    calls into torch, onnx, onnxsim and coremltools (which imports them; without it, as with
+    --lazy-imports, they are imported where the build first needs them, as in the CLI)."""
     import importlib
-
-    import coremltools as ct
-    import onnx
-    import torch
 
     from interop.outdir import OutputFolder
     from interop.runtimes import mil
 
     modules = []
     for name in ("interop.pipeline", "interop.prepare", "interop.preflight", "interop.targets.onnx",
+                 "interop.targets.onnx_weights",
                  "interop.targets.coreml", "interop.runtimes.onnxruntime", "interop.runtimes.torch_ref",
                  "interop.loading", "interop.resolve"):
         try:
@@ -175,10 +230,19 @@ def _instrument(timer: _Timer) -> None:
         for module in modules:
             if callable(getattr(module, attr, None)):
                 timer.wrap(module, attr, label)
-    for owner, attr, label in [(onnx, "load", "onnx: onnx.load"), (ct.models.MLModel, "save", "coreml: save package"),
-                               (OutputFolder, "commit", "commit output folder"), (torch.jit, "trace", "torch.jit.trace"),
-                               (torch.export, "export", "torch.export.export")]:
-        timer.wrap(owner, attr, label)
+    timer.wrap(OutputFolder, "commit", "commit output folder")
+    if libraries:
+        import coremltools as ct
+        import onnx
+        import onnxsim
+        import torch
+
+        for owner, attr, label in [(onnx, "load", "onnx: onnx.load"),
+                                   (ct.models.MLModel, "save", "coreml: save package"),
+                                   (onnxsim, "simplify", "onnx: onnxsim.simplify"),
+                                   (torch.jit, "trace", "torch.jit.trace"),
+                                   (torch.export, "export", "torch.export.export")]:
+            timer.wrap(owner, attr, label)
     original = mil.load_model
 
     def load_model(*args: Any, **kwargs: Any) -> Any:

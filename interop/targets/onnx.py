@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ExportError, first_line
+from ..memory import release
 from ..quiet import Noise, captured
 from ..spec import InputSpec
+from . import onnx_weights
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 DEFAULT_OPSET = 20  # newest opset both exporters of torch 2.13 and onnxruntime 1.32 support
@@ -28,6 +30,7 @@ class OnnxResult:
     rejected: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     external_data: bool = False
+    model: Any = None  # the artifact's weightless ModelProto (its tensors external, in the work folder)
 
 
 def exporter_order(exporter: str, opset: int) -> list[str]:
@@ -45,8 +48,12 @@ def exporter_order(exporter: str, opset: int) -> list[str]:
 
 def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_names: list[str], path: Path,
                 opset: int, noise: Noise, traced: Callable[[], Any]) -> None:
-    """Run one exporter; the file at ``path`` is the raw export. The TorchScript exporter takes
-    the pipeline's one trace (``traced()``), shared with the Core ML target."""
+    """Run one exporter; the file at ``path`` is the raw export, its tensors over 4 KB as external
+    data in ``<path>.data`` beside it (``onnx.load(path)`` reads them back). The TorchScript
+    exporter takes the pipeline's one trace (``traced()``), shared with the Core ML target, and
+    never serializes the weights: they go from the exporter's parameters straight to the data file
+    (onnx_weights.weights_apart)."""
+    import onnx
     import torch
 
     inputs = spec.names()
@@ -54,8 +61,16 @@ def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_nam
         if name == "torchscript":
             module = traced()
             axes = {t.name: {a: d.name for a, d in t.dynamic.items()} for t in spec.inputs if t.dynamic}
-            torch.onnx.export(module, args, str(path), dynamo=False, input_names=inputs, output_names=output_names,
-                              dynamic_axes=axes or None, opset_version=opset, do_constant_folding=True)
+            with onnx_weights.weights_apart() as held:
+                torch.onnx.export(module, args, str(path), dynamo=False, input_names=inputs,
+                                  output_names=output_names, dynamic_axes=axes or None, opset_version=opset,
+                                  do_constant_folding=True)
+            if held.params:
+                model = onnx.load(str(path))  # the exporter's graph; held parameters are still inputs
+                onnx_weights.attach(model, held, onnx_weights.DataFile(path.with_name(path.name + ".data")))
+                onnx.save_model(model, str(path))
+                del held, model
+                release()  # the exporter's folded copies of the weights
         else:
             from torch.export import Dim
 
@@ -66,11 +81,9 @@ def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_nam
             program = torch.onnx.export(module, args, None, dynamo=True, input_names=inputs,
                                         output_names=output_names, dynamic_shapes=(shapes,) if any(shapes) else None,
                                         opset_version=opset, verbose=False, report=False)
-            program.save(str(path), external_data=_param_bytes(module) > EXTERNAL_DATA_BYTES)
-
-
-def _param_bytes(module: Any) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
+            program.save(str(path), external_data=True)
+            del program
+            release()
 
 
 def name_dims(model: Any, spec: InputSpec, output_dims: list[dict[int, str]]) -> list[str]:
@@ -107,14 +120,17 @@ def name_dims(model: Any, spec: InputSpec, output_dims: list[dict[int, str]]) ->
 
 def _inferred_output_dims(model: Any) -> dict[tuple[str, int], int]:
     """Output axes ONNX shape inference (with data propagation) proves constant, where the
-    exporter declared a symbol; {} when inference fails or the model is too large for it.
-    A wrong constant would still be caught: verification checks declared shapes at every case."""
+    exporter declared a symbol; {} when inference fails. Inference runs on the weightless view
+    (onnx_weights.lifted: tensors over 4 KB as typed graph inputs, smaller ones kept for data
+    propagation), never on a copy of the weights. A wrong constant would still be caught:
+    verification checks declared shapes at every case."""
     import onnx
 
     try:
-        if model.ByteSize() > EXTERNAL_DATA_BYTES:
+        view = onnx_weights.lifted(model)
+        if view.ByteSize() > EXTERNAL_DATA_BYTES:
             return {}
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(view, data_prop=True)
     except Exception:
         return {}
     return {(out.name, axis): dim.dim_value for out in inferred.graph.output
@@ -135,24 +151,66 @@ def node_count(model: Any) -> int:
 
 
 def simplify(model: Any, noise: Noise) -> tuple[Any | None, str]:
-    """onnxsim the model; (None, why) when it fails."""
+    """onnxsim a model held in memory with its weights; (None, why) when it fails."""
     try:
         import onnxsim
 
         with captured(noise):
             simplified, ok = onnxsim.simplify(model)
     except Exception as exc:
-        return None, f"onnxsim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        return None, _onnxsim_failed(exc)
     if not ok:
         return None, "onnxsim could not validate its own result"
     return simplified, ""
 
 
-def full_check(path: Path) -> None:
+def _onnxsim_failed(exc: Exception) -> str:
+    return f"onnxsim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+
+
+def simplify_stored(model: Any, workdir: Path, stem: str, noise: Noise) -> tuple[Any | None, str]:
+    """onnxsim a weightless model (its tensors external data in ``workdir``); returns the result,
+    weightless too (its tensors in ``<stem>.simplified.weights``), or (None, why). onnxsim reads
+    the model from a file and loads the tensors itself, except the passive ones
+    (onnx_weights.passive: embedding tables indexed by input values, which it can only pass
+    through), which it is shown as typed graph inputs and which are given back afterwards: the
+    same result for a smaller peak."""
+    import onnx
+
+    passive = onnx_weights.passive(model, workdir)
+    source, result = workdir / f"{stem}.onnxsim-in.onnx", workdir / f"{stem}.onnxsim-out.onnx"
+    onnx.save_model(onnx_weights.shown_as_inputs(model, passive), str(source))
+    try:
+        import onnxsim
+
+        with captured(noise):
+            simplified, ok = onnxsim.simplify(str(source), output_path=str(result))
+        if not ok:
+            return None, "onnxsim could not validate its own result"
+        light = onnx_weights.store_weights(simplified, onnx_weights.DataFile(workdir / f"{stem}.simplified.weights"))
+        del simplified
+        release()
+    except Exception as exc:
+        return None, _onnxsim_failed(exc)
+    finally:
+        for leftover in (source, result, result.with_name(result.name + ".data")):
+            leftover.unlink(missing_ok=True)
+    onnx_weights.restore(light, model, passive)
+    return light, ""
+
+
+def full_check(model: Any, scratch: Path) -> None:
+    """onnx.checker's full check of the artifact's structure: the weightless model is written to
+    ``scratch`` (beside its data files) and checked from there, external tensors and all; a model
+    held with its weights is checked in memory."""
     import onnx
 
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        if onnx_weights.externals(model):
+            onnx.save_model(model, str(scratch))
+            onnx.checker.check_model(str(scratch), full_check=True)
+        else:
+            onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the model: {str(exc).splitlines()[0][:300]}",
                           hint="try the other --exporter") from exc
@@ -172,12 +230,16 @@ def set_metadata(model: Any, meta: dict[str, str]) -> None:
         prop.value = value if isinstance(value, str) else json.dumps(value)
 
 
-def save(model: Any, path: Path, data_name: str) -> bool:
+def save(model: Any, path: Path, data_name: str, base: Path | None = None) -> bool:
     """Save, with external data beside the file when the model exceeds protobuf's 2 GB. The data
     file is named for the artifact's *final* name (``<stem>.onnx.data``): the .onnx refers to it
-    by that name, and the output folder moves it there with the .onnx."""
+    by that name, and the output folder moves it there with the .onnx. A weightless model (its
+    tensors external data under ``base``, default: beside ``path``) is written by streaming the
+    tensors' bytes (onnx_weights.write); returns whether external data was used."""
     import onnx
 
+    if onnx_weights.externals(model):
+        return onnx_weights.write(model, path, base or path.parent, data_name, EXTERNAL_DATA_BYTES)
     large = EXTERNAL_DATA_BYTES < (model.ByteSize() if _size_known(model) else EXTERNAL_DATA_BYTES + 1)
     onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
                     location=data_name, size_threshold=0)
@@ -192,39 +254,36 @@ def _size_known(model: Any) -> bool:
         return False
 
 
-Verifier = Callable[[Path], list[tuple[int, ...]]]
-
-
-# verify(path) -> (problem or None, outputs per case); supplied by the pipeline
-Verify = Callable[[Path], tuple[str | None, Any]]
+# verify(path, model) -> (problem or None, outputs per case); supplied by the pipeline. ``model`` is
+# the weightless ModelProto written to ``path`` (for its declared shapes, without reading the file).
+Verify = Callable[[Path, Any], tuple[str | None, Any]]
 SIMPLIFY_TOLERANCE = {"rel_l2": 1e-6, "max_rel": 1e-5}
 
 
 def build_onnx(module: Any, args: tuple, spec: InputSpec, output_names: list[str], output_dims: list[dict[int, str]],
                workdir: Path, stem: str, opset: int, exporter: str, verify: Verify, meta: dict[str, Any],
                noise: Noise, traced: Callable[[], Any]) -> tuple[OnnxResult, Any]:
-    """Export with each exporter in turn until one verifies; simplify if numerics hold."""
-    import onnx
-
+    """Export with each exporter in turn until one verifies; simplify if numerics hold. Every model
+    is held weightless (onnx_weights): the weights are in data files in ``workdir``."""
     rejected: list[dict[str, str]] = []
     for name in exporter_order(exporter, opset):
         raw = workdir / f"{stem}.{name}.raw.onnx"
         try:
             export_once(name, module, args, spec, output_names, raw, opset, noise, traced)
-            model = onnx.load(str(raw))
+            model = onnx_weights.load(raw)
         except Exception as exc:
             rejected.append({"exporter": name, "reason": f"export failed: {first_line(exc)}"})
             continue
         notes = name_dims(model, spec, output_dims)
         set_metadata(model, meta)
         candidate = workdir / f"{stem}.{name}.onnx"
-        external = save(model, candidate, f"{stem}.onnx.data")
-        problem, outputs = verify(candidate)
+        external = save(model, candidate, f"{stem}.onnx.data", workdir)
+        problem, outputs = verify(candidate, model)
         if problem:
             rejected.append({"exporter": name, "reason": problem})
             continue
         result = OnnxResult(candidate, name, opset, node_count(model), node_count(model), False, rejected, notes,
-                            external)
+                            external, model)
         return _simplified(result, model, spec, output_dims, workdir, stem, verify, outputs, meta, noise)
     reasons = "; ".join(f"{r['exporter']}: {r['reason']}" for r in rejected)
     raise ExportError(f"no exporter produced a verified ONNX model ({reasons})",
@@ -238,15 +297,15 @@ def _simplified(result: OnnxResult, model: Any, spec: InputSpec, output_dims: li
     if result.external_data:
         result.notes.append("onnxsim skipped: the model is over 2 GB (external data)")
         return result, outputs
-    simp, why = simplify(model, noise)
+    simp, why = simplify_stored(model, workdir, stem, noise)
     if simp is None:
         result.notes.append(f"kept the unsimplified model: {why}")
         return result, outputs
     name_dims(simp, spec, output_dims)
     set_metadata(simp, meta)
     path = workdir / f"{stem}.simplified.onnx"
-    save(simp, path, f"{stem}.onnx.data")
-    problem, simp_outputs = verify(path)
+    save(simp, path, f"{stem}.onnx.data", workdir)
+    problem, simp_outputs = verify(path, simp)
     if problem is None:
         for case, runs in outputs.items():
             for before, after in zip(runs, simp_outputs[case]):
@@ -258,6 +317,5 @@ def _simplified(result: OnnxResult, model: Any, spec: InputSpec, output_dims: li
     if problem:
         result.notes.append(f"kept the unsimplified model: {problem}")
         return result, outputs
-    result.path, result.nodes_after, result.simplified = path, node_count(simp), True
+    result.path, result.nodes_after, result.simplified, result.model = path, node_count(simp), True, simp
     return result, simp_outputs
-
