@@ -137,7 +137,7 @@ def test_widen_cache_respects_its_budget(monkeypatch):
 
 
 def test_plans_are_compiled_once_per_loaded_model():
-    ct = pytest.importorskip("coremltools")
+    pytest.importorskip("coremltools")
     from coremltools.converters.mil import Builder as mb
 
     from interop.runtimes import mil

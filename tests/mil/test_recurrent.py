@@ -231,20 +231,25 @@ class _BatchFirstLSTM(torch.nn.Module):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_torch_batch_first_lstm_converted_by_coremltools(tmp_path, precision):
     """The path of interop's LSTM sample: torch nn.LSTM(batch_first) -> coremltools -> runtime."""
-    from interop.runtimes import mil
-
     torch.manual_seed(6)
     model = _BatchFirstLSTM().eval()
     x = torch.randn(BATCH, SEQ, INPUT)
+    got = _convert_and_run(model, x, precision, tmp_path)
+    atol = 1e-5 if precision == "fp32" else 1e-2
+    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=atol)
+
+
+def _convert_and_run(model, x, precision: str, folder) -> np.ndarray:
+    """``model`` traced at ``x`` -> coremltools (iOS17) -> saved package -> the reference runtime."""
+    from interop.runtimes import mil
+
     mlmodel = ct.convert(
         torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)], convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.iOS17,
     )
-    mlmodel.save(str(tmp_path / "lstm.mlpackage"))
-    got = _outputs(mil.predict(tmp_path / "lstm.mlpackage", {"x": x.numpy()}))[0]
-    atol = 1e-5 if precision == "fp32" else 1e-2
-    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=atol)
+    mlmodel.save(str(folder / "lstm.mlpackage"))
+    return _outputs(mil.predict(folder / "lstm.mlpackage", {"x": x.numpy()}))[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -509,18 +514,10 @@ def test_prepared_weights_cache_follows_the_arrays():
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_torch_lstm_model_both_paths(tmp_path, precision, seq):
     """A 2-layer torch LSTM converted by coremltools, long enough to take torch's fused path."""
-    from interop.runtimes import mil
-
     torch.manual_seed(7)
     model = _BatchFirstLSTM().eval()
     x = torch.randn(1, seq, INPUT)
-    mlmodel = ct.convert(
-        torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)], convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-        minimum_deployment_target=ct.target.iOS17,
-    )
-    mlmodel.save(str(tmp_path / "lstm.mlpackage"))
-    got = _outputs(mil.predict(tmp_path / "lstm.mlpackage", {"x": x.numpy()}))[0]
+    got = _convert_and_run(model, x, precision, tmp_path)
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5 if precision == "fp32" else 1e-2)
