@@ -213,3 +213,28 @@ def test_clamp_fusion_is_exact_and_only_where_allowed(alpha):
         assert not _fusable(producer, clamp, plan.outputs)
     finally:
         clamp.const_args["alpha"] = saved
+
+
+def test_outputs_do_not_alias_program_constants():
+    """An output computed from constants alone (here the widened fp16 weight, reshaped) is the
+    caller's to modify: the next prediction is unchanged."""
+    pytest.importorskip("coremltools")
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    from interop.runtimes import mil
+    from tests.mil.harness import save_program
+
+    w = _x((64, 64), scale=1.0).astype(np.float16)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 64), dtype=types.fp32)])
+    def prog(x):
+        return mb.relu(x=x, name="r"), mb.reshape(x=mb.cast(x=w, dtype="fp32"), shape=[4096], name="flat")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = mil.load_model(save_program(prog, Path(tmp), precision="fp32"))
+    x = _x((2, 64), scale=1.0)
+    first = loaded.predict({"x": x})
+    first["flat"][:] = 0
+    second = loaded.predict({"x": x})
+    np.testing.assert_array_equal(second["flat"], w.astype(np.float32).reshape(-1))

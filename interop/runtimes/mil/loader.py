@@ -96,8 +96,13 @@ def _image_to_array(value: Any, image_type: Any) -> np.ndarray:
 
 
 def _as_output(value: Any) -> Any:
+    """An output as ``predict`` hands it over: strings as ``str``; arrays as the caller's own
+    copy (a kernel may return a view of a program constant or of the runtime's cached fp32 copy
+    of one, which a caller writing into its result must not change for later predictions)."""
     if isinstance(value, np.ndarray) and value.dtype.kind in "U":
         return value.item() if value.ndim == 0 else value
+    if isinstance(value, np.ndarray) and not value.flags.owndata:
+        return value.copy()
     return value
 
 
