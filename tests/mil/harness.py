@@ -48,3 +48,30 @@ def run_builder(build: Callable[..., Any], input_specs: list[Any], inputs: dict[
         kw.setdefault("target", opset)
     prog = mb.program(input_specs=input_specs, opset_version=opset)(build)
     return run_program(prog, inputs, **kw)
+
+
+def run_ios17(build: Callable[..., Any], input_specs: list[Any], inputs: dict[str, np.ndarray],
+              opset_version: Any = None, **kw: Any) -> Any:
+    """:func:`run_builder` at ``opset_version``, by default iOS17 (what most kernel tests target)."""
+    import coremltools as ct
+
+    return run_builder(build, input_specs, inputs, opset_version=opset_version or ct.target.iOS17, **kw)
+
+
+def run_outputs(build: Callable[..., Any], input_specs: list[Any], inputs: dict[str, np.ndarray],
+                opset: Any = None, **kw: Any) -> list[Any]:
+    """The outputs of :func:`run_ios17` in the order ``build`` returns them."""
+    return list(run_ios17(build, input_specs, inputs, opset_version=opset, **kw).values())
+
+
+def run_x(build: Callable[..., Any], x: np.ndarray, **kw: Any) -> Any:
+    """:func:`run_ios17` of a program with one fp32 input ``x`` shaped like ``x``."""
+    return run_ios17(build, [spec(x.shape)], {"x": x}, **kw)
+
+
+def spec(shape: Any, dtype: Any = None) -> Any:
+    """A pymil input spec, fp32 unless ``dtype`` says otherwise."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    return mb.TensorSpec(shape=shape, dtype=dtype or types.fp32)

@@ -12,16 +12,10 @@ ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from tests.mil.harness import run_builder  # noqa: E402
+from tests.mil.harness import run_ios17 as _run  # noqa: E402
 
 IOS17 = ct.target.iOS17
 RNG = np.random.default_rng(0)
-
-
-def _run(build, specs, inputs, **kw):
-    kw.setdefault("opset_version", IOS17)
-    kw.setdefault("target", IOS17)
-    return run_builder(build, specs, inputs, **kw)
 
 
 def _rand(*shape):

@@ -11,15 +11,10 @@ import torch.nn.functional as F
 ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 
-from tests.mil.harness import run_builder  # noqa: E402
+from tests.mil.harness import run_x as _run  # noqa: E402
 
 IOS17 = ct.target.iOS17
 RNG = np.random.default_rng(0)
-
-
-def _run(build, x, **kw):
-    kw.setdefault("opset_version", IOS17)
-    return run_builder(build, [mb.TensorSpec(shape=x.shape)], {"x": x}, **kw)
 
 
 def test_pool2d_valid_custom_and_ceil_mode_match_torch():

@@ -9,19 +9,10 @@ import torch
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import types
 
-from tests.mil.harness import run_builder
+from tests.mil.harness import run_outputs as run
+from tests.mil.harness import spec
 
 RNG = np.random.default_rng(0)
-
-
-def run(build, specs, inputs, opset=ct.target.iOS17, **kw):
-    """Outputs of ``build`` in return order, executed by the reference runtime."""
-    out = run_builder(build, specs, inputs, opset_version=opset, **kw)
-    return list(out.values())
-
-
-def spec(shape, dtype=types.fp32):
-    return mb.TensorSpec(shape=shape, dtype=dtype)
 
 
 def test_concat_interleave_split_stack():
