@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -118,12 +118,7 @@ def check(
         cli = {"model": model, "inputs": input, "dynamic": dynamic, "factory": factory, "trust": trust or None,
                "opset": opset}
         result = _with_progress(lambda: check_model(merge(cli, read_config_file(config))), quiet=json_out)
-        if json_out:
-            sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        else:
-            from .console import render_check
-
-            render_check(result)
+        _emit(result, json_out, lambda r: _console().render_check(r))
         return 1 if result["would_fail"] else 0
 
     raise typer.Exit(_guard(run))
@@ -134,10 +129,10 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
     """Platform, versions, runtimes available here, and known-bad combinations."""
     from .doctor import diagnose
 
-    info = diagnose()
-    if json_out:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return
+    _emit(diagnose(), json_out, _print_doctor)
+
+
+def _print_doctor(info: dict) -> None:
     print(f"platform: {info['platform']}  python {info['python']}")
     for name, version in info["versions"].items():
         print(f"  {name:12s} {version or 'not installed'}")
@@ -157,13 +152,7 @@ def inspect(artifact: str = typer.Argument(..., help=".onnx file or .mlpackage f
     def run() -> int:
         from .inspecting import inspect_artifact
 
-        info = inspect_artifact(artifact)
-        if json_out:
-            sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        else:
-            from .console import render_inspect
-
-            render_inspect(info)
+        _emit(inspect_artifact(artifact), json_out, lambda info: _console().render_inspect(info))
         return 0
 
     raise typer.Exit(_guard(run))
@@ -182,15 +171,10 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
 
     def run() -> int:
         from .benchmark import bench as run_bench
+        from .benchmark import render
 
         # no spinner: its refresh thread would compete with the timed runs
-        result = run_bench(artifact, warmup, runs, slow_runs, threads, not no_unsimplified)
-        if json_out:
-            sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        else:
-            from .benchmark import render
-
-            render(result)
+        _emit(run_bench(artifact, warmup, runs, slow_runs, threads, not no_unsimplified), json_out, render)
         return 0
 
     raise typer.Exit(_guard(run))
@@ -214,6 +198,21 @@ def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
         return 0 if report.passed else 1
 
     raise typer.Exit(_guard(run))
+
+
+def _emit(data: Any, json_out: bool, render: Callable[[Any], None]) -> None:
+    """A command's result: indented JSON on stdout with --json, else as ``render`` shows it."""
+    if json_out:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        render(data)
+
+
+def _console() -> Any:
+    """interop.console (rich), imported only when a result is rendered for people."""
+    from . import console
+
+    return console
 
 
 def _with_progress(fn, quiet: bool):
