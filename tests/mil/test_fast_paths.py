@@ -3,8 +3,8 @@
 * Kernels switch to torch for large float arrays (activations, softmax, gelu, layer_norm, linear,
   matmul): checked here against float64 numpy formulas on arrays large enough to take that path,
   including fp16, non-contiguous, negatively strided and read-only inputs.
-* ``values.widen`` caches the fp32 copy of registered fp16 constants, within a byte budget, and
-  forgets it when the constant goes.
+* ``values.widen`` caches the fp32 copy of registered fp16 constants (in ``values.CONSTANT_CACHE``,
+  within its byte budget) and forgets it when the constant goes.
 * The interpreter compiles each block once per loaded model and reuses the plan.
 """
 
@@ -121,15 +121,15 @@ def test_widen_caches_registered_constants_only(monkeypatch):
     assert values.widen(const) is first  # widened once
     assert values.widen(other) is not values.widen(other)  # not registered: a fresh copy each time
     key = id(const)
-    used = values._WIDE_BYTES.used
+    used = values.CONSTANT_CACHE.nbytes
     del const, first
     gc.collect()
-    assert key not in values._WIDE  # forgotten with the constant
-    assert values._WIDE_BYTES.used == used - 64 * 64 * 4
+    assert key not in values._REGISTERED  # forgotten with the constant
+    assert values.CONSTANT_CACHE.nbytes == used - 64 * 64 * 4
 
 
 def test_widen_cache_respects_its_budget(monkeypatch):
-    monkeypatch.setattr(values, "WIDE_CACHE_BYTES", values._WIDE_BYTES.used + 100)
+    monkeypatch.setattr(values.CONSTANT_CACHE, "max_bytes", 100)
     const = _x((64, 64)).astype(np.float16)
     values.register_constant(const)
     assert values.widen(const) is not values.widen(const)  # over budget: widened per call

@@ -12,6 +12,7 @@ from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import types
 
 from interop.runtimes.mil.kernels import recurrent as rec
+from interop.runtimes.mil.values import ConstantCache
 
 from .harness import run_builder as _run_builder
 
@@ -488,7 +489,7 @@ def test_prepared_weights_cache_follows_the_arrays():
     array's id) and does not keep weights alive."""
     import gc
 
-    cache = rec._PreparedCache(max_bytes=10_000)
+    cache = ConstantCache(max_bytes=10_000)
     calls = []
 
     def build(w):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,21 +56,19 @@ def widen(a: Any) -> np.ndarray:
     compute half precision in single).
 
     A program constant registered with :func:`register_constant` (weights, mostly) is widened
-    once and the fp32 copy reused by every later call, within :data:`WIDE_CACHE_BYTES`. The
-    returned array may therefore be shared: kernels must not modify their inputs in place.
+    once and the fp32 copy kept in :data:`CONSTANT_CACHE`. The returned array may therefore be
+    shared: kernels must not modify their inputs in place.
     """
     arr = np.asarray(a)
     if arr.dtype != _FLOATS[0]:
         return arr
-    entry = _WIDE.get(id(arr))
-    if entry is None:
-        return cast(arr, _FLOATS[1])
-    if entry[0] is None:
-        wide = cast(arr, _FLOATS[1])
-        if not _WIDE_BYTES.fits(wide.nbytes):
-            return wide
-        entry[0] = wide
-    return entry[0]
+    if id(arr) in _REGISTERED:
+        return CONSTANT_CACHE.get("fp32", (arr,), _widened)
+    return cast(arr, _FLOATS[1])
+
+
+def _widened(arr: np.ndarray) -> np.ndarray:
+    return cast(arr, _FLOATS[1])
 
 
 def torch_tensor(a: Any):
@@ -78,7 +77,7 @@ def torch_tensor(a: Any):
     import torch
 
     arr = np.asarray(a)
-    if arr.dtype == _FLOATS[0] and id(arr) not in _WIDE:
+    if arr.dtype == _FLOATS[0] and id(arr) not in _REGISTERED:
         # an activation: widen in torch directly (half the cost of widen() + from_numpy)
         if not arr.flags.writeable or any(s < 0 for s in arr.strides):
             arr = np.array(arr)
@@ -89,42 +88,84 @@ def torch_tensor(a: Any):
     return torch.from_numpy(arr)
 
 
-WIDE_CACHE_BYTES = 64 * 1024**2
-"""Most fp32 bytes kept for widened fp16 constants at once, over all loaded programs: enough for
-the weights of a small model, so that a large one does not double its weights in memory."""
+class ConstantCache:
+    """Forms of program constants a kernel computes with (fp32 copies, reordered or transposed
+    weights), made once per constant.
+
+    Keyed on a layout name and the identity of the arrays the kernel received (the program's
+    constants, which the interpreter decodes once and keeps). An entry holds only weak references
+    to those arrays and goes when one of them is garbage collected; a lookup checks that the
+    referenced arrays are the very ones passed, so an array reusing a dead one's ``id`` never gets
+    its entry. Prepared values must not reference the keys (they would never die). At most
+    ``max_bytes`` of prepared data are kept, least recently used out first.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024**2):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._entries: OrderedDict[tuple, tuple[tuple, Any, int]] = OrderedDict()
+
+    def get(self, layout: str, arrays: tuple, build: Callable[..., Any]) -> Any:
+        key = (layout,) + tuple(id(a) for a in arrays)
+        entry = self._entries.get(key)
+        if entry is not None and all(ref is None or ref() is a for ref, a in zip(entry[0], arrays)):
+            self._entries.move_to_end(key)
+            return entry[1]
+        value = build(*arrays)
+        nbytes = _nbytes(value)
+        if nbytes > self.max_bytes:
+            return value
+        try:
+            refs = tuple(None if a is None else weakref.ref(a, lambda _, k=key: self._drop(k)) for a in arrays)
+        except TypeError:  # not weakly referenceable: not cached
+            return value
+        self._drop(key)
+        self._entries[key] = (refs, value, nbytes)
+        self.nbytes += nbytes
+        while self.nbytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+        return value
+
+    def _drop(self, key: tuple) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.nbytes -= entry[2]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
 
 
-class _Budget:
-    def __init__(self) -> None:
-        self.used = 0
+def _nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "element_size") and hasattr(value, "nelement"):  # a torch tensor
+        return value.element_size() * value.nelement()
+    return 0
 
-    def fits(self, nbytes: int) -> bool:
-        if self.used + nbytes > WIDE_CACHE_BYTES:
-            return False
-        self.used += nbytes
-        return True
 
+CONSTANT_CACHE = ConstantCache(64 * 1024**2)
+"""The derived forms of constants, over all loaded programs: up to 64 MB, enough for the weights
+of a small model, so that a large one does not double its weights in memory."""
 
-_WIDE: dict[int, list] = {}  # id(fp16 constant) -> [its fp32 copy or None]
-_WIDE_BYTES = _Budget()
+_REGISTERED: set[int] = set()  # ids of the fp16 constants widen() may cache
 
 
 def register_constant(arr: Any) -> None:
     """Let :func:`widen` cache the fp32 copy of ``arr``, an fp16 program constant that stays
-    alive and unchanged while it is used (the entry goes when ``arr`` is garbage collected)."""
+    alive and unchanged while it is used (the registration goes when ``arr`` is collected)."""
     if not isinstance(arr, np.ndarray) or arr.dtype != _FLOATS[0] or arr.size < _TORCH_CAST_MIN_SIZE:
         return
     key = id(arr)
-    if key in _WIDE:
+    if key in _REGISTERED:
         return
-    _WIDE[key] = [None]
-    weakref.finalize(arr, _forget, key)
-
-
-def _forget(key: int) -> None:
-    entry = _WIDE.pop(key, None)
-    if entry is not None and entry[0] is not None:
-        _WIDE_BYTES.used -= entry[0].nbytes
+    _REGISTERED.add(key)
+    weakref.finalize(arr, _REGISTERED.discard, key)
 
 
 def const_value(var: Any) -> Any:

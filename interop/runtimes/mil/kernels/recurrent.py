@@ -33,18 +33,17 @@ How it is computed (speed only; every path computes the function above):
   ops per step, a gemv on a transposed weight view) are slower than the loop and not used; MIL's
   default ``gru`` (``reset_after=False``) has no torch equivalent anyway.
 * Weights are program constants: their reordered / transposed fp32 copies are made once and
-  kept in a small cache keyed on the identity of the weight arrays (:class:`_PreparedCache`).
+  kept in the runtime's cache of constants' derived forms (:data:`values.CONSTANT_CACHE`).
 """
 
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
 
 from ..registry import kernel
+from ..values import CONSTANT_CACHE as _CACHE
 from ..values import widen
 
 Array = np.ndarray
@@ -104,67 +103,6 @@ def _activation(name: Any) -> Callable[[Array, Array], None]:
 # ---------------------------------------------------------------------------- prepared weights
 
 
-class _PreparedCache:
-    """Weights in the layout a path computes with (fp32 copies), made once per weight constant.
-
-    Keyed on a layout name and the identity of the arrays the kernel received (the program's
-    constants, which the interpreter decodes once and keeps). An entry holds only weak references
-    to those arrays and goes when one of them is garbage collected; a lookup checks that the
-    referenced arrays are the very ones passed, so an array reusing a dead one's ``id`` never gets
-    its entry. Prepared values must not reference the keys (they would never die). At most
-    ``max_bytes`` of prepared data are kept, least recently used out first.
-    """
-
-    def __init__(self, max_bytes: int = 64 * 1024**2):
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._entries: OrderedDict[tuple, tuple[tuple, Any, int]] = OrderedDict()
-
-    def get(self, layout: str, arrays: tuple, build: Callable[..., Any]) -> Any:
-        key = (layout,) + tuple(id(a) for a in arrays)
-        entry = self._entries.get(key)
-        if entry is not None and all(ref is None or ref() is a for ref, a in zip(entry[0], arrays)):
-            self._entries.move_to_end(key)
-            return entry[1]
-        value = build(*arrays)
-        nbytes = _nbytes(value)
-        if nbytes > self.max_bytes:
-            return value
-        try:
-            refs = tuple(None if a is None else weakref.ref(a, lambda _, k=key: self._drop(k)) for a in arrays)
-        except TypeError:  # not weakly referenceable: not cached
-            return value
-        self._drop(key)
-        self._entries[key] = (refs, value, nbytes)
-        self.nbytes += nbytes
-        while self.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
-        return value
-
-    def _drop(self, key: tuple) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self.nbytes -= entry[2]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.nbytes = 0
-
-
-def _nbytes(value: Any) -> int:
-    if isinstance(value, np.ndarray):
-        return value.nbytes
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    if hasattr(value, "element_size") and hasattr(value, "nelement"):  # a torch tensor
-        return value.element_size() * value.nelement()
-    return 0
-
-
-_CACHE = _PreparedCache()
 
 
 def _f32(a: Any) -> Array | None:
