@@ -14,30 +14,30 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # heavy modules load on first use, so `interop --help` stays instant
-    from .config import BuildConfig
-    from .report import Report
-    from .spec import InputSpec, TensorSpec
+    from interop.settings import BuildConfig
+    from interop.report import Report
+    from interop.stages.spec import InputSpec, TensorSpec
 
 __all__ = ["build", "BuildConfig", "InputSpec", "TensorSpec", "Report", "__version__"]
 
 
 def build(config: "BuildConfig") -> "Report":
-    from .pipeline import build as _build
+    from interop.stages.pipeline import build as _build
 
     return _build(config)
 
 
 def __getattr__(name: str) -> Any:
     if name == "BuildConfig":
-        from .config import BuildConfig
+        from interop.settings import BuildConfig
 
         return BuildConfig
     if name in ("InputSpec", "TensorSpec"):
-        from . import spec
+        from interop.stages import spec
 
         return getattr(spec, name)
     if name == "Report":
-        from .report import Report
+        from interop.report import Report
 
         return Report
     raise AttributeError(name)

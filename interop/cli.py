@@ -74,8 +74,8 @@ def build(
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
     def run() -> int:
-        from .config import merge, read_config_file
-        from .pipeline import build as run_build
+        from interop.settings import merge, read_config_file
+        from interop.stages.pipeline import build as run_build
 
         cli = {"model": model, "inputs": input, "dynamic": dynamic, "output_names": output_name, "out": out,
                "targets": [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else None,
@@ -90,7 +90,7 @@ def build(
         if json_out:
             sys.stdout.write(report.to_json_text())
         else:
-            from .console import render_build
+            from interop.console import render_build
 
             render_build(report)
         return 0 if report.passed else 1
@@ -112,8 +112,8 @@ def check(
     """Preflight only: ops neither target translates (with module paths), trace hazards."""
 
     def run() -> int:
-        from .checking import check_model
-        from .config import merge, read_config_file
+        from interop.commands.check import check_model
+        from interop.settings import merge, read_config_file
 
         cli = {"model": model, "inputs": input, "dynamic": dynamic, "factory": factory, "trust": trust or None,
                "opset": opset}
@@ -127,7 +127,7 @@ def check(
 @app.command()
 def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Platform, versions, runtimes available here, and known-bad combinations."""
-    from .doctor import diagnose
+    from interop.commands.doctor import diagnose
 
     _emit(diagnose(), json_out, _print_doctor)
 
@@ -150,7 +150,7 @@ def inspect(artifact: str = typer.Argument(..., help=".onnx file or .mlpackage f
     """Inputs, outputs, shapes and metadata of an artifact."""
 
     def run() -> int:
-        from .inspecting import inspect_artifact
+        from interop.commands.inspect import inspect_artifact
 
         _emit(inspect_artifact(artifact), json_out, lambda info: _console().render_inspect(info))
         return 0
@@ -170,8 +170,8 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
     """Latency of the built artifacts: ONNX Runtime (p50/p90) vs the unsimplified export, Core ML."""
 
     def run() -> int:
-        from .benchmark import bench as run_bench
-        from .benchmark import render
+        from interop.commands.bench import bench as run_bench
+        from interop.commands.bench import render
 
         # no spinner: its refresh thread would compete with the timed runs
         _emit(run_bench(artifact, warmup, runs, slow_runs, threads, not no_unsimplified), json_out, render)
@@ -186,13 +186,13 @@ def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
     """Re-run the agreement checks of the artifacts a report lists against its source model."""
 
     def run() -> int:
-        from .verifying import verify_report
+        from interop.commands.verify import verify_report
 
         report = _with_progress(lambda: verify_report(report_path), quiet=json_out)
         if json_out:
             sys.stdout.write(report.to_json_text())
         else:
-            from .console import render_build
+            from interop.console import render_build
 
             render_build(report, verb="verify")
         return 0 if report.passed else 1
@@ -210,7 +210,7 @@ def _emit(data: Any, json_out: bool, render: Callable[[Any], None]) -> None:
 
 def _console() -> Any:
     """interop.console (rich), imported only when a result is rendered for people."""
-    from . import console
+    from interop import console
 
     return console
 
@@ -220,7 +220,7 @@ def _with_progress(fn, quiet: bool):
         return fn()
     from rich.console import Console
 
-    from . import progress
+    from interop.support import progress
 
     with Console(stderr=True).status("interop: starting…") as status:
         progress.listen(lambda text: status.update(f"interop: {text}…"))
@@ -231,7 +231,7 @@ def _with_progress(fn, quiet: bool):
 
 
 def _guard(fn) -> int:
-    from .errors import InteropError
+    from interop.errors import InteropError
 
     try:
         return fn()

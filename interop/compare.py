@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError
+from interop.errors import SpecError
 
 # rel_l2 = ||a - b|| / ||ref||; max_rel = max|a - b| / max|ref|. Defaults measured on the seed
 # models and the real-architecture set: fp32 paths stay below 1e-5 rel_l2; fp16 Core ML below 5e-3.
@@ -150,3 +150,22 @@ def compare_output(ref: Any, got: Any, tol: Tolerance, **ident: Any) -> OutputDi
                       top1=topk_agreement(ref, got, 1), top5=topk_agreement(ref, got, 5),
                       tolerance=tol.to_json(), passed=bool(passed), note="; ".join(notes),
                       degenerate=bool(degenerate), shape=list(got.shape), **ident)
+
+
+def tolerance_overrides(texts: list[str]) -> dict[str, dict[str, float]]:
+    """``--tolerance`` flags -> {output or '*': {metric: limit}}."""
+    return dict(parse_tolerance(t) for t in texts)
+
+
+def diffs(target: str, runtime: str, ref: Any, got: dict[str, list[list[Any]]], names: list[str], precision: str,
+          tolerances: list[str] | dict[str, dict[str, float]] | None = None) -> list[OutputDiff]:
+    """Compare every output of every sample of every case that ``got`` holds against ``ref``
+    (a Reference: ``ref.outputs[case][sample]``): the one comparison every target and command uses."""
+    overrides = tolerances if isinstance(tolerances, dict) else tolerance_overrides(list(tolerances or []))
+    out = []
+    for case, runs in got.items():
+        for i, outputs in enumerate(runs):
+            for name, r, g in zip(names, ref.outputs[case][i], outputs):
+                tol = tolerance_for(precision, name, overrides)
+                out.append(compare_output(r, g, tol, target=target, runtime=runtime, case=case, output=name, sample=i))
+    return out

@@ -22,9 +22,10 @@ def render_build(report: Any, verb: str = "build") -> None:
     for name, t in d["targets"].items():
         if t["status"] == "ok":
             how = t.get("exporter") or t.get("capture") or ""
-            console.print(f"[green]✓[/] {name}: {t['path'] or '(not kept)'}  [dim]{how} {t.get('seconds', '')}s[/]")
-        elif t["status"] == "failed":
-            console.print(f"[red]✗ {name}: {t['error']}[/]")
+            where = t["path"] or "(not kept: another target failed and --all-or-nothing was given)"
+            console.print(f"[green]✓[/] {name}: {where}  [dim]{how} {t.get('seconds', '')}s[/]")
+        elif t["status"] != "skipped":
+            console.print(f"[red]✗ {name} {t['status']}: {t.get('error')} — not shipped[/]")
     table = Table(title="agreement with PyTorch (worst sample)", show_lines=False)
     for col in ("target", "runtime", "case", "output", "rel_l2", "max_abs", "top-1", "ok"):
         table.add_column(col)
@@ -64,11 +65,12 @@ def render_check(result: dict[str, Any]) -> None:
         console.print(f"[yellow]! torch.jit.trace fails: {result['trace_error']} (the dynamo / torch.export routes remain)[/]")
     if result["ops"]:
         table = Table(title="ops that need attention")
-        for col in ("op", "where", "ONNX", "Core ML"):
+        names = result.get("targets") or ["onnx", "coreml"]
+        for col in ["op", "where"] + names:
             table.add_column(col)
         for u in result["ops"]:
             where = ", ".join(u["where"][:3]) + (" …" if len(u["where"]) > 3 else "")
-            table.add_row(u["op"], where or "—", u["onnx"], u["coreml"])
+            table.add_row(u["op"], where or "—", *[u.get(n, "ok") for n in names])
         console.print(table)
     else:
         console.print("[green]every traced op has a translation on both targets[/]")

@@ -8,8 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .compare import DEFAULT_TOLERANCES, OutputDiff
+from interop import __version__
+from interop.compare import DEFAULT_TOLERANCES, OutputDiff
 
 NOT_EXECUTED = "not executed"
 
@@ -18,10 +18,12 @@ class Report:
     def __init__(self, data: dict[str, Any]):
         self.data = data
         self.artifacts: dict[str, Path] = {}
+        self.companions: dict[str, list[Path]] = {}
 
     # --- assembly -------------------------------------------------------------------------------
     @classmethod
-    def start(cls, config: Any, source: Any, spec: Any, names: list[str], ref: Any, all_cases: list[Any]) -> "Report":
+    def start(cls, config: Any, source: Any, spec: Any, names: list[str], ref: Any, all_cases: list[Any],
+              target_names: list[str] | None = None) -> "Report":
         example = ref.outputs["example"][0]
         dims = _output_dynamic(spec, ref, all_cases)
         return cls({
@@ -33,37 +35,30 @@ class Report:
             "outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "dynamic": dims[i]}
                         for i, (n, o) in enumerate(zip(names, example))],
             "cases": [{"name": c.name, "sizes": dict(c.sizes), "samples": len(ref.samples[c.name])} for c in all_cases],
-            "targets": {t: {"status": "skipped"} for t in ("onnx", "coreml")},
+            "targets": {t: {"status": "skipped"} for t in (target_names or ["onnx", "coreml"])},
             "agreement": [],
             "tolerances": DEFAULT_TOLERANCES,
             "warnings": [],
             "settings": {"seed": config.seed, "num_samples": config.num_samples, "precision": config.precision,
                          "tolerance": list(config.tolerance), "samples": config.samples, "factory": config.factory,
                          "trust": config.trust, "output_names": names, "image": config.image, "mean": config.mean,
-                         "std": config.std, "pixel_scale": config.pixel_scale, "labels": config.labels},
+                         "std": config.std, "pixel_scale": config.pixel_scale, "labels": config.labels,
+                         "targets": list(config.targets), "all_or_nothing": config.all_or_nothing},
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
         })
 
     def target_failed(self, target: str, error: str, seconds: float) -> None:
         self.data["targets"][target] = {"status": "failed", "path": None, "seconds": round(seconds, 3), "error": error}
 
-    def onnx_ok(self, result: Any, seconds: float, work: Path) -> None:
-        self.artifacts["onnx"] = result.path
-        self.data["targets"]["onnx"] = {
-            "status": "ok", "path": None, "exporter": result.exporter, "opset": result.opset,
-            "nodes_before": result.nodes_before, "nodes_after": result.nodes_after, "simplified": result.simplified,
-            "seconds": round(seconds, 3), "error": None, "rejected": result.rejected, "notes": result.notes,
-            "external_data": result.external_data,
-            "verified_cases": [c["name"] for c in self.data["cases"]],
-        }
-
-    def coreml_ok(self, result: Any, seconds: float, work: Path) -> None:
-        self.artifacts["coreml"] = result.path
-        self.data["targets"]["coreml"] = {
-            "status": "ok", "path": None, "precision": result.precision,
-            "deployment_target": result.deployment_target, "capture": result.capture, "seconds": round(seconds, 3),
-            "error": None, "rejected": result.rejected, "notes": result.notes, "executed_by": [],
-        }
+    def target_built(self, target: str, result: Any, seconds: float) -> None:
+        """A target's artifact exists in the work folder; its verdict comes from its agreement rows."""
+        self.artifacts[target] = result.path
+        self.companions[target] = list(result.companions)
+        self.data["targets"][target] = {"status": "ok", "path": None, **result.entry, "seconds": round(seconds, 3),
+                                        "error": None, "executed_by": []}
+        self.add_agreement(result.diffs)
+        for runtime, why in result.not_executed:
+            self.not_executed(target, runtime, why)
 
     def set_path(self, target: str, path: Path | None) -> None:
         self.data["targets"][target]["path"] = str(path) if path else None
@@ -85,15 +80,31 @@ class Report:
             self.data["third_party_output"] = noise.other[:50]
 
     def finish(self) -> None:
+        """Each built target's verdict: ``ok`` (executed, every output within tolerance),
+        ``disagrees`` (executed, some output is not), ``not-executed`` (no runtime here could run
+        it: never a pass) or ``failed`` (not built). The build passes when every chosen target is ok."""
         targets = self.data["targets"]
+        for name, entry in targets.items():
+            if entry["status"] != "ok":
+                continue
+            rows = [a for a in self.data["agreement"] if a["target"] == name]
+            if not entry.get("executed_by"):
+                entry["status"] = "not-executed"
+                entry["error"] = "no runtime available here executed the artifact: it is unverified"
+            elif not all(a["passed"] for a in rows):
+                bad = next(a for a in rows if not a["passed"])
+                entry["status"] = "disagrees"
+                entry["error"] = (f"disagrees with PyTorch ({bad['runtime']}, case {bad['case']}, output "
+                                  f"{bad['output']}: {bad['note']})")
         built = [t for t, e in targets.items() if e["status"] != "skipped"]
-        ok = all(targets[t]["status"] == "ok" for t in built)
-        executed = all(targets[t].get("executed_by") for t in built)
-        agreed = all(a["passed"] for a in self.data["agreement"])
-        self.data["passed"] = bool(built) and ok and executed and agreed
+        self.data["passed"] = bool(built) and all(targets[t]["status"] == "ok" for t in built)
         if any(a.get("degenerate") for a in self.data["agreement"]):
             self.data["warnings"].append("some reference outputs are degenerate (near zero or constant): agreement on "
                                          "them is not evidence that the artifact is right")
+
+    def shippable(self) -> list[str]:
+        """Targets whose artifact passed its own verdict."""
+        return [t for t, e in self.data["targets"].items() if e["status"] == "ok" and t in self.artifacts]
 
     @property
     def passed(self) -> bool:
@@ -163,6 +174,6 @@ def _f(v: Any, digits: int = 2) -> str:
 
 
 def _output_dynamic(spec: Any, ref: Any, all_cases: list[Any]) -> list[dict[str, str]]:
-    from .prepare import output_dims
+    from interop.stages.prepare import output_dims
 
     return [{str(a): n for a, n in dims.items()} for dims in output_dims(spec, ref, all_cases)]

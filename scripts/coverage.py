@@ -75,7 +75,7 @@ def worker_raw(name: str, folder: Path) -> dict[str, Any]:
     """The raw recipe (no checks, no interop patches), then a check of what it produced."""
     import torch
 
-    from interop.spec import InputSpec, apply_dynamic, cases, make_sample, parse_dynamic, parse_input
+    from interop.stages.spec import InputSpec, apply_dynamic, cases, make_sample, parse_dynamic, parse_input
     from tests import zoo
 
     _quiet_torch()
@@ -139,7 +139,7 @@ def _check_raw(module: Any, spec: Any, out: dict[str, Any], folder: Path) -> Non
 
     from interop.compare import compare_output, tolerance_for
     from interop.runtimes.torch_ref import run_torch
-    from interop.spec import cases, make_sample
+    from interop.stages.spec import cases, make_sample
     from interop.targets import flat_module
     from interop.targets.onnx import check_declared_shapes
 

@@ -87,11 +87,11 @@ def phase_child(source: str, out: str, flags: list[str]) -> None:
     with timer.span("import interop (pipeline, mil runtime)"):
         import importlib
 
-        for module in ("interop.pipeline", "interop.runtimes.mil"):
+        for module in ("interop.stages.pipeline", "interop.runtimes.mil"):
             importlib.import_module(module)
     _instrument(timer, libraries=not lazy)
-    from interop.config import BuildConfig
-    from interop.pipeline import build
+    from interop.settings import BuildConfig
+    from interop.stages.pipeline import build
 
     sys.path.insert(0, str(REPO))
     options = {"inputs": [], "dynamic": []}
@@ -214,14 +214,14 @@ def _instrument(timer: _Timer, libraries: bool = True) -> None:
     --lazy-imports, they are imported where the build first needs them, as in the CLI)."""
     import importlib
 
-    from interop.outdir import OutputFolder
+    from interop.stages.outdir import OutputFolder
     from interop.runtimes import mil
 
     modules = []
-    for name in ("interop.pipeline", "interop.prepare", "interop.preflight", "interop.targets.onnx",
+    for name in ("interop.stages.pipeline", "interop.stages.prepare", "interop.stages.preflight", "interop.targets.onnx",
                  "interop.targets.onnx_weights",
                  "interop.targets.coreml", "interop.runtimes.onnxruntime", "interop.runtimes.torch_ref",
-                 "interop.loading", "interop.resolve"):
+                 "interop.sources.torch_files", "interop.stages.resolve"):
         try:
             modules.append(importlib.import_module(name))
         except ImportError:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from interop import benchmark
-from interop.benchmark import measure, percentile
+from interop.commands import bench as benchmark
+from interop.commands.bench import measure, percentile
 from interop.cli import app
 
 runner = CliRunner()
@@ -138,7 +138,7 @@ def test_no_unsimplified_flag_skips_the_reexport(tmp_path):
 def test_sample_is_the_builds_first_example_sample():
     import zlib
 
-    from interop.spec import Case, InputSpec, make_sample
+    from interop.stages.spec import Case, InputSpec, make_sample
 
     spec = InputSpec.from_json(SPEC)
     got = benchmark.example_sample(spec, seed=7)

@@ -30,7 +30,7 @@ def mobilenet(tmp_path_factory):
 
 
 def test_mobilenet_is_an_image_classifier(mobilenet):
-    from interop.inspecting import inspect_artifact
+    from interop.commands.inspect import inspect_artifact
 
     out, report = mobilenet
     assert report.passed, report.to_json_text()
@@ -116,7 +116,7 @@ def test_custom_autograd_falls_back_to_torch_export(tmp_path):
 
 
 def test_int64_inputs_become_int32_and_enumerated_shapes(tmp_path):
-    from interop.inspecting import inspect_artifact
+    from interop.commands.inspect import inspect_artifact
 
     report = build(BuildConfig(model="tests.fixtures.models:token_classifier", inputs=["ids:2x7:int64:0..99"],
                                dynamic=["ids:0=batch:1..4"], coreml_shapes="enumerated", targets=["coreml"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from interop.errors import LoadError
-from interop.loading import load_source, scan_pickle_globals
+from interop.sources.torch_files import load_source, scan_pickle_globals
 from tests.fixtures.models import tiny
 
 MARKER_NAME = "pwned.txt"

@@ -5,7 +5,7 @@ import onnx
 from onnx import numpy_helper
 
 from interop import BuildConfig, build
-from interop.localise import departure_layer, first_onnx_departure
+from interop.stages.localise import departure_layer, first_onnx_departure
 from interop.targets import flat_module
 from tests.fixtures.models import three_layers
 

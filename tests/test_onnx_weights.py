@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from interop import BuildConfig
-from interop.quiet import Noise
+from interop.support.quiet import Noise
 from interop.targets import onnx_weights
 from interop.targets.onnx import export_once, name_dims, simplify_stored
 from tests import zoo
@@ -51,9 +51,9 @@ def _with_data(model: Any, base: Path | None = None) -> Any:
 def prepared(name: str) -> Any:
     """(spec, Prepared) of a zoo model, with a fresh trace (torch names nodes by module scope only
     on the first export of a trace)."""
-    from interop.loading import load_source
-    from interop.prepare import prepare
-    from interop.resolve import resolve_spec
+    from interop.sources.torch_files import load_source
+    from interop.stages.prepare import prepare
+    from interop.stages.resolve import resolve_spec
 
     if name == "tied":
         config = BuildConfig(model=f"{__name__}:tied_model", inputs=["ids:2x5:int64:0..299"],
@@ -238,7 +238,7 @@ def test_store_weights_round_trips_a_model_held_in_memory(stored_tied, tmp_path)
 def test_weightless_inference_names_dims_as_the_weighted_model(name, tmp_path):
     exporter = "dynamo" if name == "gpt2" else "torchscript"
     spec, prep = export(name, tmp_path / "m.onnx", exporter=exporter)
-    from interop.prepare import output_dims
+    from interop.stages.prepare import output_dims
 
     dims = output_dims(spec, prep.ref, prep.cases)
     light = onnx_weights.load(tmp_path / "m.onnx")
@@ -259,7 +259,7 @@ def test_weightless_inference_names_dims_as_the_weighted_model(name, tmp_path):
 def test_small_constants_stay_in_the_view_for_data_propagation(tmp_path):
     """y = Reshape(x, Concat(Shape(x)[:1], [6])) declared (batch, y_dim1): only data propagation
     through the small initializer [6] proves axis 1 constant; the big weight is stored apart."""
-    from interop.spec import InputSpec, apply_dynamic, parse_dynamic, parse_input
+    from interop.stages.spec import InputSpec, apply_dynamic, parse_dynamic, parse_input
 
     inits = [numpy_helper.from_array(np.array([6], np.int64), "six"),
              numpy_helper.from_array(np.array([0], np.int64), "zero"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from interop.errors import SpecError
-from interop.spec import (Case, DynamicAxis, InputSpec, TensorSpec, apply_dynamic, case_shape, cases, make_sample,
+from interop.stages.spec import (Case, DynamicAxis, InputSpec, TensorSpec, apply_dynamic, case_shape, cases, make_sample,
                           other_size, parse_dynamic, parse_input, validate)
 
 

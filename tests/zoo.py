@@ -57,7 +57,7 @@ class Entry:
         return f"{__name__}:{self.name}_model"
 
     def spec_json(self) -> dict[str, Any]:
-        from interop.spec import InputSpec, apply_dynamic, parse_dynamic, parse_input
+        from interop.stages.spec import InputSpec, apply_dynamic, parse_dynamic, parse_input
 
         spec = InputSpec([parse_input(t) for t in self.inputs])
         for text in self.dynamic:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
+from interop.errors import SpecError
 
 
 def to_torch(sample: dict[str, np.ndarray], names: list[str]) -> tuple:
@@ -28,6 +28,6 @@ def run_torch(module: Any, sample: dict[str, np.ndarray], names: list[str]) -> l
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise SpecError(f"the model fails on inputs {shapes}: {type(exc).__name__}: {first}",
                         hint="fix --input shapes/dtypes (or --dynamic sizes) to ones the model accepts") from exc
-    from ..targets import flatten_outputs
+    from interop.targets import flatten_outputs
 
     return [o.detach().cpu().numpy() for o in flatten_outputs(outs)]

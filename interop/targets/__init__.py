@@ -1,12 +1,86 @@
-"""Targets: ONNX and Core ML. Each exports the flattened source model into a temporary folder
-and returns a result the pipeline verifies, reports and moves into place."""
+"""Targets: registered plugins, one module each (``onnx``, ``coreml``, ...). Each exports the
+prepared source model into the build's work folder and returns a result the pipeline reports and
+moves into place. Nothing outside a target's own module names it: the pipeline, the report,
+``verify``, ``bench``, ``inspect`` and ``check`` loop over :func:`registered`.
+
+A target registers itself with ``@register_target`` on its class; the modules listed in
+``BUILTIN`` are imported on first use (adding a built-in target is its module and one line here).
+Targets from elsewhere (tests, other packages) register by importing their module."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-TARGETS = ("onnx", "coreml")
-SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage"}
+from interop.errors import SpecError
+
+BUILTIN = ("interop.targets.onnx", "interop.targets.coreml")
+_REGISTRY: dict[str, Any] = {}
+_loaded = False
+
+
+class RegistrationError(RuntimeError):
+    """Two targets claim one name (a programming error, not a user's)."""
+
+
+def register_target(cls: type) -> type:
+    """Class decorator: register one instance of a Target subclass under its ``name``."""
+    target = cls()
+    if not target.name or not target.suffix:
+        raise RegistrationError(f"{cls.__name__} needs a name and a suffix")
+    if target.name in _REGISTRY:
+        raise RegistrationError(f"a target named {target.name!r} is already registered "
+                                f"({type(_REGISTRY[target.name]).__module__})")
+    _REGISTRY[target.name] = target
+    return cls
+
+
+def unregister_target(name: str) -> None:
+    """Remove a registered target (tests register throwaway targets)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in BUILTIN:
+            importlib.import_module(module)
+
+
+def registered() -> dict[str, Any]:
+    """Every registered target by name, in registration order (built-ins first)."""
+    _load_builtin()
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> Any:
+    targets = registered()
+    if name not in targets:
+        raise SpecError(f"unknown target {name!r}", hint=f"use one or more of {', '.join(targets)}")
+    return targets[name]
+
+
+def selected(names: list[str]) -> list[Any]:
+    """The targets a build asked for, in registration order; unknown names are exit 2."""
+    targets = registered()
+    unknown = [n for n in names if n not in targets]
+    if unknown or not names:
+        raise SpecError(f"unknown target(s) {', '.join(unknown) or '(none)'}",
+                        hint=f"use --targets with one or more of {','.join(targets)}")
+    return [t for n, t in targets.items() if n in names]
+
+
+def default_names() -> list[str]:
+    return [n for n, t in registered().items() if t.default]
+
+
+def for_path(path: Any) -> Any | None:
+    """The target whose artifacts look like ``path`` (by suffix), or None."""
+    for target in registered().values():
+        if target.owns(path):
+            return target
+    return None
 
 
 def flatten_outputs(out: Any) -> list[Any]:

@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ExportError, first_line, SpecError
-from ..quiet import Noise, captured
-from ..spec import Case, InputSpec, case_shape
+from interop.errors import ExportError, first_line, SpecError
+from interop.support.quiet import Noise, captured
+from interop.stages.spec import Case, InputSpec, case_shape
 
 PATHS = ("auto", "trace", "export")
 PRECISIONS = ("fp16", "fp32")
@@ -92,7 +92,7 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
     import coremltools as ct
     import torch
 
-    from .patches import register
+    from interop.targets.coreml_ops import register
 
     register()
     _lean_fp16_overflow_check()
@@ -161,7 +161,7 @@ def _renamed(model: Any, inputs: list[str], outputs: list[str], labels: list[str
     classLabelProbs); returns a new MLModel built from the edited spec and the same weights."""
     import coremltools as ct
 
-    from ..preprocess import LABEL, PROBS
+    from interop.stages.preprocess import LABEL, PROBS
 
     spec = model.get_spec()
     wanted_outputs = [LABEL, PROBS] if labels else outputs
@@ -223,7 +223,7 @@ def _capture_label(name: str) -> str:
 
 
 def _set_metadata(model: Any, meta: dict[str, Any]) -> None:
-    from .. import __version__
+    from interop import __version__
 
     for attr, key in (("author", "author"), ("license", "license"), ("short_description", "description"),
                       ("version", "version")):
@@ -247,7 +247,7 @@ def _describe(model: Any, spec: InputSpec, opts: CoremlOptions) -> None:
             text = f"{t.dtype} {list(t.shape)}" + (f"; {dyn}" if dyn else "")
         model.input_description[t.name] = text
     if opts.labels:
-        from ..preprocess import LABEL, PROBS
+        from interop.stages.preprocess import LABEL, PROBS
 
         model.output_description[LABEL] = "most likely class label"
         model.output_description[PROBS] = "probability of each class label"
@@ -258,3 +258,114 @@ def coreml_feed(spec: InputSpec, sample: dict[str, np.ndarray]) -> dict[str, np.
     return {t.name: sample[t.name].astype(np.int32) if t.dtype.startswith(("int", "uint")) else sample[t.name]
             for t in spec.inputs}
 
+
+
+# --- the plugin ------------------------------------------------------------------------------------
+
+from interop.targets import register_target  # noqa: E402  (the registry imports this module lazily)
+from interop.targets.base import Target, TargetContext, TargetResult  # noqa: E402
+
+COLLECT_BYTES = 32 * 1024**2
+
+
+@register_target
+class CoremlTarget(Target):
+    name = "coreml"
+    suffix = ".mlpackage"
+    default = True
+    stage = "converting to Core ML"
+    verify_stage = "executing the Core ML package"
+
+    def precision(self, config: Any) -> str:
+        return config.precision
+
+    def build(self, ctx: TargetContext) -> TargetResult:
+        from interop.compare import diffs
+        from interop.support.memory import release
+        from interop.support.progress import stage
+
+        prep, spec, config = ctx.prep, ctx.spec, ctx.config
+        opts = CoremlOptions(config.precision, config.deployment_target, config.coreml_shapes, config.coreml_capture,
+                             prep.image, prep.labels)
+        result = build_coreml(prep.module, prep.export_args, spec, prep.cases, prep.names, ctx.work, ctx.stem, opts,
+                              ctx.meta, ctx.noise, prep.trace)
+        entry = {"precision": result.precision, "deployment_target": result.deployment_target,
+                 "capture": result.capture, "rejected": result.rejected, "notes": result.notes}
+        # coremltools' MIL program (reference cycles: only the cycle collector frees it) holds its fp16
+        # copy of the weights; collecting costs ~0.2 s, worth it only where that copy is large
+        release(collect=(ctx.source.parameters or 0) * 2 > COLLECT_BYTES)
+        ref = self.reference_for(prep, spec)
+        stage(self.verify_stage)
+        out = TargetResult(result.path, entry)
+        for runtime, got, problem in self.execute(result.path, spec, ref, prep.names, prep.labels):
+            if problem:
+                out.not_executed.append((runtime, problem))
+                continue
+            rows = diffs("coreml", runtime, ref, got, prep.names, config.precision, config.tolerance)
+            bad = next((d for d in rows if not d.passed), None)
+            if bad is not None and runtime == "interop-mil":
+                where = self._departure(result.path, spec, prep, ref.samples[bad.case][bad.sample])
+                if where:
+                    entry["departure"] = where.removeprefix("; ")
+                    bad.note = f"{bad.note}{where}"
+            out.diffs.extend(rows)
+        return out
+
+    @staticmethod
+    def _departure(path: Path, spec: InputSpec, prep: Any, sample: dict[str, np.ndarray]) -> str:
+        from interop.stages.localise import first_coreml_departure, localise
+
+        return localise(lambda: first_coreml_departure(path, coreml_feed(spec, sample), prep.module, sample,
+                                                       spec.names()))
+
+    def reference_for(self, prep: Any, spec: InputSpec) -> Any:
+        from interop.stages.prepare import single_image_cases
+
+        return single_image_cases(prep, spec) if prep.image is not None else prep.ref
+
+    def execute(self, path, spec, ref, names, labels=None, image=None):
+        """The reference runtime everywhere and, on macOS, Core ML itself."""
+        from interop.errors import InteropError
+        from interop.runtimes.coreml import native_available, run_native
+        from interop.stages.agreement import run_cases
+        from interop.stages.preprocess import probs_from_dict
+
+        def value(out: dict[str, Any], name: str) -> np.ndarray:
+            v = out[name]
+            return probs_from_dict(v, labels) if isinstance(v, dict) and labels else np.asarray(v)
+
+        def collect(run):
+            return run_cases(lambda s: [value(run(coreml_feed(spec, s)), n) for n in names], ref)
+
+        try:
+            from interop.runtimes import mil
+
+            loaded = mil.load_model(path)
+            yield "interop-mil", collect(lambda feed: loaded.predict(feed)), None
+        except Exception as exc:  # a missing kernel or a damaged package: reported, never a pass
+            yield "interop-mil", None, str(exc) if isinstance(exc, InteropError) else first_line(exc)
+        if native_available():
+            try:
+                yield "coreml", collect(lambda feed: run_native(str(path), feed)), None
+            except Exception as exc:
+                yield "coreml", None, first_line(exc)
+
+    def metadata(self, path: Path) -> dict[str, str]:
+        from interop.commands.bench import coreml_metadata
+
+        return coreml_metadata(path)
+
+    def inspect(self, path: Path) -> dict[str, Any]:
+        from interop.commands.inspect import inspect_mlpackage
+
+        return inspect_mlpackage(path)
+
+    def bench(self, path, spec, sample, warmup, runs, slow_runs, threads, report=None, compare_unsimplified=True):
+        from interop.commands.bench import bench_coreml
+
+        return bench_coreml(path, spec, sample, warmup, runs, slow_runs)
+
+    def op_support(self, kind: str, opset: int) -> str:
+        from interop.stages.preflight import coreml_support
+
+        return coreml_support(kind)

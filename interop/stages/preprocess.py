@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError
+from interop.errors import SpecError
 
 PROBS = "classLabelProbs"
 LABEL = "classLabel"
@@ -83,7 +83,7 @@ def wrap(module: Any, input_names: list[str], image: ImageInput | None, softmax:
     softmax; the module itself (flattened) when there is nothing to fold in."""
     import torch
 
-    from .targets import flat_module, flatten_outputs
+    from interop.targets import flat_module, flatten_outputs
 
     if image is None and not softmax:
         return flat_module(module)

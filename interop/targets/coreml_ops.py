@@ -4,7 +4,7 @@ torch frontend.
 One small function per op, registered under the op's name, which both capture paths use
 (``torch.jit.trace`` nodes ``aten::new_ones`` and ``torch.export`` nodes ``new_ones.default``
 are looked up as ``new_ones``). Each is tested against torch on both paths
-(tests/test_patches.py). ``PATCHED`` names the added ones, so ``interop check`` can say an op is
+(tests/test_coreml_ops.py). ``PATCHED`` names the added ones, so ``interop check`` can say an op is
 handled; ``OVERRIDES`` the replaced ones and why.
 """
 

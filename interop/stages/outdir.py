@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import SpecError
+from interop.errors import SpecError
 
 TMP_PREFIX = ".interop-tmp-"
 
@@ -65,13 +65,22 @@ class OutputFolder:
         for stale in self.folder.glob(f"{TMP_PREFIX}{self.stem}-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
-    def commit(self, work: Path, report: Any, keep_failed: bool = False) -> None:
-        """Move the built artifacts and the report into place. A failed build keeps the previous
-        good artifacts; its report goes to ``<stem>.failed.report.*`` and its rejected artifacts
-        to ``<stem>.FAILED.*`` only with ``keep_failed``."""
-        passed = report.passed
+    def commit(self, work: Path, report: Any, keep_failed: bool = False, all_or_nothing: bool = False) -> None:
+        """Move the built artifacts and the report into place, each target on its own verdict:
+        a target that passed ships even when another failed (exit 1 says so), unless
+        ``all_or_nothing``. When at least one target ships, the new set replaces the previous one
+        (artifacts of the previous build that this build did not ship are removed, so the folder
+        never pairs a new artifact with an old one); when none ships, the previous set is left
+        untouched and the report goes to ``<stem>.failed.report.*``. Rejected artifacts are kept as
+        ``<stem>.FAILED.*`` only with ``keep_failed``."""
+        ship = report.shippable()
+        if all_or_nothing and not report.passed:
+            ship = []
+        previous = self._previous_artifacts() if ship else {}
         for target, path in list(report.artifacts.items()):
-            if passed:
+            entry = report.data["targets"][target]
+            entry["shipped"] = target in ship
+            if target in ship:
                 final = self.final(path.suffix)
             elif keep_failed:
                 final = self.final(".FAILED" + path.suffix)
@@ -80,18 +89,43 @@ class OutputFolder:
                 continue
             report.set_path(target, final)
             _place(path, final)
-            data = path.parent / f"{self.stem}{path.suffix}.data"  # ONNX external data (models over 2 GB)
-            if data.exists():
-                _place(data, final.parent / data.name)
-        tag = "" if passed else ".failed"
+            for companion in report.companions.get(target, []):  # ONNX external data
+                if companion.exists():
+                    _place(companion, final.parent / (final.name + ".data" if companion.name.endswith(".onnx.data")
+                                                      else companion.name))
+        if ship:
+            for target, old in previous.items():
+                old = self.folder / old.name  # only ever inside this folder
+                if target not in ship and old.name.startswith(self.stem + ".") and ".FAILED." not in old.name:
+                    _remove(old)
+                    _remove(old.with_name(old.name + ".data"))
+        tag = "" if ship else ".failed"
         for suffix, text in ((".report.json", report.to_json_text()), (".report.md", report.to_markdown())):
             tmp = work / f"report{suffix}"
             tmp.write_text(text)
             _place(tmp, self.final(f"{tag}{suffix}"))
-        if passed:
+        if ship:
             for stale in (self.final(".failed.report.json"), self.final(".failed.report.md")):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
+
+    def _previous_artifacts(self) -> dict[str, Path]:
+        """The artifacts the previous report in this folder says it shipped (only those are ours to replace)."""
+        import json
+
+        try:
+            data = json.loads(self.final(".report.json").read_text())
+            entries = data["targets"].items()
+            return {t: Path(e["path"]) for t, e in entries if isinstance(e, dict) and isinstance(e.get("path"), str)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _place(src: Path, dst: Path) -> None:

@@ -3,10 +3,10 @@ signature, then check it against the model's ``forward``."""
 
 from __future__ import annotations
 
-from .config import BuildConfig
-from .errors import SpecError
-from .loading import Source
-from .spec import InputSpec, TensorSpec, apply_dynamic, parse_dynamic, parse_input, validate
+from interop.settings import BuildConfig
+from interop.errors import SpecError
+from interop.sources.torch_files import Source
+from interop.stages.spec import InputSpec, TensorSpec, apply_dynamic, parse_dynamic, parse_input, validate
 
 
 def resolve_spec(config: BuildConfig, source: Source) -> InputSpec:

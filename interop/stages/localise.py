@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .compare import DEFAULT_TOLERANCES, metrics
+from interop.compare import DEFAULT_TOLERANCES, metrics
 
 
 def _departs(value: np.ndarray, shadow: np.ndarray, rel_l2: float) -> str | None:
@@ -34,7 +34,7 @@ def first_coreml_departure(path: Path, feed: dict[str, np.ndarray], module: Any 
                            sample: dict[str, np.ndarray] | None = None, names: list[str] | None = None) -> str | None:
     """The first MIL op whose output leaves its fp32 shadow (a precision problem); failing that,
     the PyTorch layer after which the program's values stop matching PyTorch's."""
-    from .runtimes import mil
+    from interop.runtimes import mil
 
     loaded = mil.load_model(path)
     _, declared = loaded.predict(feed, intermediate=True)
@@ -123,3 +123,12 @@ def _module_outputs(module: Any, sample: dict[str, np.ndarray], names: list[str]
         for h in hooks:
             h.remove()
     return values
+
+
+def localise(find: Any) -> str:
+    """``; <where it departs>`` or "" — localisation is best effort and never fails a build."""
+    try:
+        where = find()
+    except Exception:
+        return ""
+    return f"; {where}" if where else ""

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
+from interop.errors import SpecError
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 _ALIASES = {"float": "float32", "fp32": "float32", "fp16": "float16", "half": "float16", "double": "float64",

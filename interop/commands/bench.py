@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import LoadError
+from interop.errors import LoadError
 
 REPORT_SUFFIX = ".report.json"
 
@@ -75,32 +75,44 @@ def measure(run: Callable[[], Any], warmup: int, runs: int, clock: Callable[[], 
 
 @dataclass
 class Subject:
-    """The artifacts to time and what is known about how they were built."""
+    """The artifacts to time (by target name) and what is known about how they were built."""
 
     report: dict[str, Any] | None
     report_path: Path | None
-    onnx: Path | None
-    coreml: Path | None
+    artifacts: dict[str, Path]
+
+    @property
+    def onnx(self) -> Path | None:  # kept for callers of the two-target days
+        return self.artifacts.get("onnx")
+
+    @property
+    def coreml(self) -> Path | None:
+        return self.artifacts.get("coreml")
 
 
 def locate(path_text: str) -> Subject:
-    """ARTIFACT is a build's ``.report.json``, its ``.onnx`` or its ``.mlpackage``; the other
-    artifacts and the report are found beside it by stem."""
+    """ARTIFACT is a build's ``.report.json`` or one of its artifacts; the other artifacts and
+    the report are found beside it by stem."""
+    from interop import targets
+
     path = Path(path_text)
     if not path.exists():
-        raise LoadError(f"{path} does not exist", hint="pass an .onnx, an .mlpackage or a .report.json from interop build")
+        raise LoadError(f"{path} does not exist", hint="pass a built artifact or a .report.json from interop build")
     if path.name.endswith(REPORT_SUFFIX):
         report = _read_report(path)
         stem = path.name[: -len(REPORT_SUFFIX)]
-        return Subject(report, path, _artifact(report, "onnx", path.parent / f"{stem}.onnx"),
-                       _artifact(report, "coreml", path.parent / f"{stem}.mlpackage"))
-    if path.suffix not in (".onnx", ".mlpackage"):
-        raise LoadError(f"{path} is not an .onnx, an .mlpackage or a .report.json", hint="pass a built artifact")
-    sibling = path.with_name(path.stem + REPORT_SUFFIX)
+        found = {n: _artifact(report, n, path.parent / f"{stem}{t.suffix}") for n, t in targets.registered().items()}
+        return Subject(report, path, {n: p for n, p in found.items() if p is not None})
+    owner = targets.for_path(path)
+    if owner is None:
+        kinds = ", ".join(t.suffix for t in targets.registered().values())
+        raise LoadError(f"{path} is not a built artifact ({kinds}) or a .report.json", hint="pass a built artifact")
+    stem = path.name[: -len(owner.suffix)]
+    sibling = path.with_name(stem + REPORT_SUFFIX)
     report = _read_report(sibling) if sibling.exists() else None
-    onnx = path if path.suffix == ".onnx" else _existing(path.with_suffix(".onnx"))
-    coreml = path if path.suffix == ".mlpackage" else _existing(path.with_suffix(".mlpackage"))
-    return Subject(report, sibling if report else None, onnx, coreml)
+    found = {n: (path if n == owner.name else _existing(path.with_name(stem + t.suffix)))
+             for n, t in targets.registered().items()}
+    return Subject(report, sibling if report else None, {n: p for n, p in found.items() if p is not None})
 
 
 def _read_report(path: Path) -> dict[str, Any]:
@@ -126,21 +138,23 @@ def _existing(path: Path) -> Path | None:
 
 
 def input_spec(subject: Subject) -> Any:
-    """The build's input spec: from the report, else from the artifact's ``interop.spec``
+    """The build's input spec: from the report, else from an artifact's ``interop.spec``
     metadata (every interop artifact carries it)."""
-    from .errors import SpecError
-    from .spec import InputSpec
+    from interop import targets
+    from interop.errors import SpecError
+    from interop.stages.spec import InputSpec
 
     if subject.report is not None:
         return InputSpec.from_json({"inputs": subject.report["inputs"]})
-    meta = _onnx_metadata(subject.onnx) if subject.onnx else _coreml_metadata(subject.coreml)
-    if "interop.spec" not in meta:
-        raise SpecError("the artifact carries no interop input spec and no report is beside it",
-                        hint="bench artifacts built by interop (keep <stem>.report.json beside them)")
-    return InputSpec.from_json(json.loads(meta["interop.spec"]))
+    for name, path in subject.artifacts.items():
+        meta = targets.get(name).metadata(path)
+        if "interop.spec" in meta:
+            return InputSpec.from_json(json.loads(meta["interop.spec"]))
+    raise SpecError("the artifact carries no interop input spec and no report is beside it",
+                    hint="bench artifacts built by interop (keep <stem>.report.json beside them)")
 
 
-def _onnx_metadata(path: Path) -> dict[str, str]:
+def onnx_metadata(path: Path) -> dict[str, str]:
     import onnx
 
     try:
@@ -150,9 +164,9 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _coreml_metadata(path: Path) -> dict[str, str]:
-    from .quiet import captured
-    from .runtimes.mil.loader import _package_paths, _read_spec
+def coreml_metadata(path: Path) -> dict[str, str]:
+    from interop.support.quiet import captured
+    from interop.runtimes.mil.loader import _package_paths, _read_spec
 
     with captured():
         spec = _read_spec(_package_paths(path)[0])
@@ -161,11 +175,9 @@ def _coreml_metadata(path: Path) -> dict[str, str]:
 
 def example_sample(spec: Any, seed: int) -> dict[str, Any]:
     """The example case's first sample, as the build drew it."""
-    import zlib
+    from interop.stages.samples import example_sample as first
 
-    from .spec import Case, make_sample
-
-    return make_sample(spec, Case("example"), seed + zlib.crc32(b"example") % 997)
+    return first(spec, seed)
 
 
 # --- the runtimes --------------------------------------------------------------------------------
@@ -213,12 +225,12 @@ def unsimplified(subject: Subject, workdir: Path) -> tuple[Path | None, str, Any
 
 
 def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path) -> tuple[Path, Any]:
-    from .config import BuildConfig
-    from .loading import load_source
-    from .prepare import output_dims, prepare
-    from .quiet import Noise, captured
-    from .spec import InputSpec
-    from .targets.onnx import export_once, name_dims, save
+    from interop.settings import BuildConfig
+    from interop.sources.torch_files import load_source
+    from interop.stages.prepare import output_dims, prepare
+    from interop.support.quiet import Noise, captured
+    from interop.stages.spec import InputSpec
+    from interop.targets.onnx import export_once, name_dims, save
 
     settings = report["settings"]
     config = BuildConfig(model=report["model"]["source"], seed=settings["seed"], num_samples=1,
@@ -244,15 +256,33 @@ def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path) -> t
     return path, prep
 
 
+def bench_onnx_target(path: Path, spec: Any, sample: dict[str, Any], warmup: int, runs: int, threads: int | None,
+                      subject: Any, compare_unsimplified: bool) -> dict[str, Any]:
+    """The built ONNX model next to the unsimplified export (see the module doc)."""
+    onnx_out: dict[str, Any] = {"built": bench_onnx(path, sample, warmup, runs, threads)}
+    with tempfile.TemporaryDirectory(prefix="interop-bench-") as tmp:
+        unsimp, note, prep = unsimplified(subject, Path(tmp)) if compare_unsimplified else (None, "not requested", None)
+        onnx_out["unsimplified"] = {"note": note}
+        if unsimp == path:  # the build kept the unsimplified export: nothing else to time
+            onnx_out["unsimplified"].update({k: v for k, v in onnx_out["built"].items() if k != "path"})
+        elif unsimp is not None:
+            onnx_out["unsimplified"].update(bench_onnx(unsimp, sample, warmup, runs, threads), path=None)
+        if unsimp is not None:
+            onnx_out["speedup_p50"] = round(onnx_out["unsimplified"]["p50_ms"] / onnx_out["built"]["p50_ms"], 3)
+    if prep is not None:
+        onnx_out["_prep"] = prep
+    return onnx_out
+
+
 def bench_coreml(path: Path, spec: Any, sample: dict[str, Any], warmup: int, runs: int, slow_runs: int) -> dict[str, Any]:
     """interop-mil's time per sample everywhere; the Core ML framework's latency on macOS."""
-    from .quiet import captured
-    from .runtimes.coreml import native_available
+    from interop.support.quiet import captured
+    from interop.runtimes.coreml import native_available
 
     feed = _coreml_feed(path, spec, sample)
     out: dict[str, Any] = {"path": str(path)}
     try:
-        from .runtimes import mil
+        from interop.runtimes import mil
 
         with captured():
             loaded = mil.load_model(path)
@@ -277,7 +307,7 @@ def _coreml_feed(path: Path, spec: Any, sample: dict[str, Any]) -> dict[str, Any
     """What Core ML is fed: integer inputs as int32; an image input one picture (batch 1)."""
     import numpy as np
 
-    meta = _coreml_metadata(path)
+    meta = coreml_metadata(path)
     image = json.loads(meta["interop.image"])["input"] if meta.get("interop.image") else None
     feed = {}
     for t in spec.inputs:
@@ -292,7 +322,7 @@ def _coreml_feed(path: Path, spec: Any, sample: dict[str, Any]) -> dict[str, Any
 
 def _native_feed(path: Path, feed: dict[str, Any]) -> dict[str, Any]:
     """Core ML takes an image input as a picture: (1, C, H, W) pixels -> PIL image."""
-    meta = _coreml_metadata(path)
+    meta = coreml_metadata(path)
     image = json.loads(meta["interop.image"])["input"] if meta.get("interop.image") else None
     if image is None:
         return feed
@@ -307,7 +337,7 @@ def _native_feed(path: Path, feed: dict[str, Any]) -> dict[str, Any]:
 def bench_torch(prep: Any, spec: Any, sample: dict[str, Any], warmup: int, runs: int) -> dict[str, Any]:
     import torch
 
-    from .runtimes.torch_ref import to_torch
+    from interop.runtimes.torch_ref import to_torch
 
     args = to_torch(sample, spec.names())
     with torch.no_grad():
@@ -320,7 +350,7 @@ def bench_torch(prep: Any, spec: Any, sample: dict[str, Any], warmup: int, runs:
 def bench(artifact: str, warmup: int = 10, runs: int = 100, slow_runs: int = 5, threads: int | None = None,
           compare_unsimplified: bool = True) -> dict[str, Any]:
     """Time the artifacts of one build; returns a JSON-able result (see the module doc)."""
-    from .errors import SpecError
+    from interop.errors import SpecError
 
     if runs < 1 or warmup < 0 or slow_runs < 1:
         raise SpecError("--runs and --slow-runs must be at least 1, --warmup at least 0", hint="e.g. --runs 100")
@@ -334,23 +364,17 @@ def bench(artifact: str, warmup: int = 10, runs: int = 100, slow_runs: int = 5, 
         "input": {n: list(v.shape) for n, v in sample.items()},
     }
     prep = None
-    if subject.onnx is not None:
-        onnx_out: dict[str, Any] = {"built": bench_onnx(subject.onnx, sample, warmup, runs, threads)}
-        with tempfile.TemporaryDirectory(prefix="interop-bench-") as tmp:
-            path, note, prep = unsimplified(subject, Path(tmp)) if compare_unsimplified else (None, "not requested", None)
-            onnx_out["unsimplified"] = {"note": note}
-            if path == subject.onnx:  # the build kept the unsimplified export: nothing else to time
-                onnx_out["unsimplified"].update({k: v for k, v in onnx_out["built"].items() if k != "path"})
-            elif path is not None:
-                onnx_out["unsimplified"].update(bench_onnx(path, sample, warmup, runs, threads), path=None)
-            if path is not None:
-                onnx_out["speedup_p50"] = round(onnx_out["unsimplified"]["p50_ms"] / onnx_out["built"]["p50_ms"], 3)
-        result["onnx"] = onnx_out
-    if subject.coreml is not None:
-        result["coreml"] = bench_coreml(subject.coreml, spec, sample, warmup, runs, slow_runs)
+    from interop import targets
+
+    for name, path in subject.artifacts.items():
+        target = targets.get(name)
+        out = target.bench(path, spec, sample, warmup, runs, slow_runs, threads, report=subject,
+                           compare_unsimplified=compare_unsimplified)
+        prep = out.pop("_prep", None) or prep
+        result[name] = out
     if prep is not None:
         result["pytorch"] = bench_torch(prep, spec, sample, warmup, runs)
-    if subject.onnx is None and subject.coreml is None:
+    if not subject.artifacts:
         raise LoadError(f"no artifacts found for {artifact}", hint="the report lists none that exist; rebuild")
     return result
 
@@ -385,6 +409,14 @@ def render(result: dict[str, Any]) -> None:
         row("coreml", "built", coreml["coreml"])
         row("interop-mil", "built, per sample", coreml["interop-mil"],
             "" if "skipped" in coreml["interop-mil"] else "Core ML reference runtime: a checker, not a deployment speed")
+    for name, value in result.items():  # other targets: one row per runtime they timed
+        if name in ("onnx", "coreml", "pytorch") or not isinstance(value, dict):
+            continue
+        for runtime, lat in value.items():
+            if isinstance(lat, dict) and ("p50_ms" in lat or "skipped" in lat):
+                row(runtime, f"{name}, built", lat)
+        if "skipped" in value:
+            row(name, "built", value)
     if "pytorch" in result:
         row("pytorch", "source model", result["pytorch"])
     console = Console()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LoadError, first_line
+from interop.errors import LoadError, first_line
 
 SPEC_EXTRA_FILE = "interop.json"
 

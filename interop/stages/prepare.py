@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from .config import BuildConfig
-from .errors import SpecError
-from .loading import Source
-from .preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
-from .preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
-from .quiet import Noise, captured
-from .runtimes.torch_ref import run_torch
-from .spec import Case, InputSpec, cases, example_size, make_sample, other_size
-from .targets import output_keys
+from interop.settings import BuildConfig
+from interop.errors import SpecError
+from interop.sources.torch_files import Source
+from interop.stages.preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
+from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
+from interop.support.quiet import Noise, captured
+from interop.runtimes.torch_ref import run_torch
+from interop.stages.spec import Case, InputSpec, cases, example_size, make_sample, other_size
+from interop.targets import output_keys
 
 
 @dataclass
@@ -170,7 +170,7 @@ def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConf
     if not names:
         import torch
 
-        from .runtimes.torch_ref import to_torch
+        from interop.runtimes.torch_ref import to_torch
 
         with torch.no_grad():
             raw = module(*to_torch(ref.samples["example"][0], spec.names()))

@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import LoadError
+from interop.errors import LoadError
 
 
 def inspect_artifact(path_text: str) -> dict[str, Any]:
     path = Path(path_text)
     if not path.exists():
         raise LoadError(f"{path} does not exist", hint="pass an .onnx file or an .mlpackage folder")
-    if path.suffix == ".onnx":
-        return _inspect_onnx(path)
-    if path.suffix == ".mlpackage":
-        return _inspect_mlpackage(path)
-    raise LoadError(f"{path} is neither an .onnx file nor an .mlpackage", hint="pass a built artifact")
+    from interop import targets
+
+    target = targets.for_path(path)
+    if target is None:
+        kinds = ", ".join(t.suffix for t in targets.registered().values())
+        raise LoadError(f"{path} is neither of the artifacts interop knows ({kinds})", hint="pass a built artifact")
+    return target.inspect(path)
 
 
-def _inspect_onnx(path: Path) -> dict[str, Any]:
+def inspect_onnx(path: Path) -> dict[str, Any]:
     import onnx
 
     try:
@@ -38,9 +40,9 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
             "metadata": {p.key: p.value for p in model.metadata_props}}
 
 
-def _inspect_mlpackage(path: Path) -> dict[str, Any]:
-    from .quiet import captured
-    from .runtimes.mil.loader import _package_paths, _read_spec
+def inspect_mlpackage(path: Path) -> dict[str, Any]:
+    from interop.support.quiet import captured
+    from interop.runtimes.mil.loader import _package_paths, _read_spec
 
     with captured():  # importing coremltools prints proxy-loading noise off macOS
         spec = _read_spec(_package_paths(path)[0])

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .config import BuildConfig
-from .errors import LoadError, SpecError
-from .loading import Source, file_sha256
-from .outdir import OutputFolder
-from .quiet import Noise
-from .report import Report
-from .spec import DEFAULT_MAX, DynamicAxis, InputSpec, TensorSpec, apply_dynamic, cases, make_sample, parse_dynamic, parse_input, validate
+from interop.settings import BuildConfig
+from interop.errors import LoadError, SpecError
+from interop.sources.torch_files import Source, file_sha256
+from interop.stages.outdir import OutputFolder
+from interop.support.quiet import Noise
+from interop.report import Report
+from interop.stages.spec import DEFAULT_MAX, DynamicAxis, InputSpec, TensorSpec, apply_dynamic, cases, make_sample, parse_dynamic, parse_input, validate
 
 COREML_NOTE = ("Core ML skipped: coremltools no longer converts ONNX (its ONNX converter was removed in "
                "coremltools 6); build from the PyTorch model to get a Core ML package")
@@ -73,10 +73,11 @@ def spec_from_graph(model: Any, config: BuildConfig) -> InputSpec:
 
 
 def build_from_onnx(config: BuildConfig) -> Report:
-    from .pipeline import _diffs
-    from .prepare import Reference
-    from .runtimes.onnxruntime import run_onnx, session
-    from .targets.onnx import node_count, simplify
+    from interop.compare import diffs as _diffs
+    from interop.stages.prepare import Reference
+    from interop.stages.samples import draw
+    from interop.runtimes.onnxruntime import run_onnx, session
+    from interop.targets.onnx import node_count, simplify
 
     path = Path(config.model)
     model = load_onnx(path)
@@ -86,7 +87,7 @@ def build_from_onnx(config: BuildConfig) -> Report:
     original = session(str(path))
     ref = Reference()
     for case in all_cases:
-        ref.samples[case.name] = [make_sample(spec, case, config.seed + 1000 * i) for i in range(config.num_samples)]
+        ref.samples[case.name] = draw(spec, case, config.seed, config.num_samples)
         try:
             ref.outputs[case.name] = [run_onnx(original, s) for s in ref.samples[case.name]]
         except Exception as exc:
@@ -107,7 +108,7 @@ def build_from_onnx(config: BuildConfig) -> Report:
             onnx.save(simplified, str(candidate))
             sess = session(str(candidate))
             got = {c: [run_onnx(sess, s) for s in ref.samples[c]] for c in ref.samples}
-            diffs = _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config)
+            diffs = _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config.tolerance)
             if all(d.passed for d in diffs):
                 kept = "simplified"
             else:
@@ -116,7 +117,7 @@ def build_from_onnx(config: BuildConfig) -> Report:
             shutil.copy(path, candidate)
             sess = session(str(candidate))
             got = {c: [run_onnx(sess, s) for s in ref.samples[c]] for c in ref.samples}
-            diffs = _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config)
+            diffs = _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config.tolerance)
         report.artifacts["onnx"] = candidate
         report.data["targets"]["onnx"] = {
             "status": "ok", "path": None, "exporter": "none (ONNX input)",

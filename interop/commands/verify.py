@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import BuildConfig
-from .errors import SpecError
-from .loading import load_source
-from .report import Report
-from .spec import InputSpec
+from interop.settings import BuildConfig
+from interop.errors import SpecError
+from interop.sources.torch_files import load_source
+from interop.report import Report
+from interop.stages.spec import InputSpec
 
 
 def _read(path: str) -> dict[str, Any]:
@@ -28,9 +28,9 @@ def _read(path: str) -> dict[str, Any]:
 
 
 def verify_report(path: str) -> Report:
-    from .pipeline import _diffs, coreml_runs
-    from .prepare import prepare
-    from .runtimes.onnxruntime import run_onnx, session
+    from interop import targets
+    from interop.compare import diffs
+    from interop.stages.prepare import prepare
 
     old = _read(path)
     settings = old["settings"]
@@ -43,33 +43,30 @@ def verify_report(path: str) -> Report:
     spec = InputSpec.from_json({"inputs": old["inputs"], "outputs": settings["output_names"]})
     spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
     prep = prepare(config, source, spec)
-    names, ref, all_cases = prep.names, prep.ref, prep.cases
-    report = Report.start(config, source, spec, names, ref, all_cases)
+    names = prep.names
+    report = Report.start(config, source, spec, names, prep.ref, prep.cases)
     report.data["targets"] = copy.deepcopy(old["targets"])
     if source.sha256 != old["model"].get("sha256"):
         report.data["warnings"].append("the source model changed since the build (sha256 differs)")
-    for target, entry in report.data["targets"].items():
+    known = targets.registered()
+    for name, entry in report.data["targets"].items():
         entry["executed_by"] = []
         artifact = entry.get("path")
         if entry.get("status") != "ok":
+            continue
+        if name not in known:
+            entry["status"], entry["error"] = "failed", f"interop here has no {name!r} target to verify it with"
             continue
         if not artifact or not Path(artifact).exists():
             entry["status"] = "failed"
             entry["error"] = f"artifact {artifact} is missing"
             continue
-        if target == "onnx":
-            try:
-                sess = session(artifact)
-                got = {c: [run_onnx(sess, s) for s in ref.samples[c]] for c in ref.samples}
-            except Exception as exc:
-                entry["status"], entry["error"] = "failed", f"ONNX Runtime cannot run it: {type(exc).__name__}: {exc}"
-                continue
-            report.add_agreement(_diffs("onnx", "onnxruntime", ref, got, names, "fp32", config))
-        else:
-            for runtime, got, problem in coreml_runs(Path(artifact), spec, ref, names, prep.labels):
-                if problem:
-                    report.not_executed("coreml", runtime, problem)
-                else:
-                    report.add_agreement(_diffs("coreml", runtime, ref, got, names, config.precision, config))
+        target = known[name]
+        ref = target.reference_for(prep, spec)
+        for runtime, got, problem in target.execute(Path(artifact), spec, ref, names, prep.labels):
+            if problem:
+                report.not_executed(name, runtime, problem)
+            else:
+                report.add_agreement(diffs(name, runtime, ref, got, names, target.precision(config), config.tolerance))
     report.finish()
     return report

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from interop.errors import SpecError
 
 
 @dataclass
@@ -41,6 +41,7 @@ class BuildConfig:
     std: str | None = None
     pixel_scale: float | None = None
     allow_trace_warnings: bool = False
+    all_or_nothing: bool = False
     author: str | None = None
     license: str | None = None
     description: str | None = None

@@ -5,11 +5,11 @@ trace). Runs on the one trace the build uses, in seconds, without converting any
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from .compare import metrics
-from .errors import ExportError
+from interop.compare import metrics
+from interop.errors import ExportError
 
 TRACE_CONSISTENCY_REL_L2 = 1e-4
 # scalar/list plumbing the TorchScript exporter folds away itself (no symbolic function needed)
@@ -20,13 +20,18 @@ _EXPORTER_BUILTINS = {"aten::Int", "aten::Float", "aten::Bool", "aten::ScalarImp
 
 @dataclass
 class OpUse:
+    """One source op and, per target, 'ok' or why that target cannot translate it."""
+
     op: str
     where: list[str] = field(default_factory=list)
-    onnx: str = "ok"
-    coreml: str = "ok"
+    support: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"op": self.op, "where": self.where, **self.support}
+
+    def blocking(self) -> list[str]:
+        """The targets this op stops (their status says it is missing)."""
+        return [t for t, s in self.support.items() if s.startswith("missing")]
 
 
 @dataclass
@@ -92,7 +97,7 @@ def onnx_support(kind: str, opset: int) -> str:
 def coreml_support(kind: str) -> str:
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    from .targets.patches import PATCHED, register
+    from interop.targets.coreml_ops import PATCHED, register
 
     register()
     if kind.startswith("prim::PythonOp"):
@@ -103,12 +108,16 @@ def coreml_support(kind: str) -> str:
     return "ok" if _TORCH_OPS_REGISTRY.get_func(name) is not None else "missing in coremltools"
 
 
-def op_report(graph: Any, opset: int) -> list[OpUse]:
-    """Ops that need attention (not 'ok' on both targets), sorted by name."""
+def op_report(graph: Any, opset: int, targets: list[Any] | None = None) -> list[OpUse]:
+    """Ops that need attention (not 'ok' on every target), sorted by name."""
+    if targets is None:
+        from interop import targets as registry
+
+        targets = registry.selected(registry.default_names())
     out = []
     for kind, where in sorted(graph_ops(graph).items()):
-        use = OpUse(kind, where, onnx_support(kind, opset), coreml_support(kind))
-        if use.onnx != "ok" or use.coreml != "ok":
+        use = OpUse(kind, where, {t.name: t.op_support(kind, opset) for t in targets})
+        if any(s != "ok" for s in use.support.values()):
             out.append(use)
     return out
 
@@ -149,7 +158,7 @@ def _source_line(filename: str, lineno: int) -> str:
 def trace_consistency(traced: Any, ref: Any, names: list[str]) -> list[Hazard]:
     """Run the trace on every case's samples: a trace that departs from the eager model on other
     inputs has baked in a data-dependent decision."""
-    from .runtimes.torch_ref import run_torch
+    from interop.runtimes.torch_ref import run_torch
 
     hazards = []
     for case, samples in ref.samples.items():

@@ -1,0 +1,99 @@
+"""What a target is: the protocol every target plugin implements, and what it hands back.
+
+A target turns the prepared source model into one artifact in the work folder (``build``), says
+which runtimes execute that artifact (``execute``), and optionally how to time it (``bench``),
+describe it (``inspect``) and which source ops it cannot translate (``op_support``). The
+pipeline, the report, ``verify``, ``bench``, ``inspect`` and ``check`` only ever talk to targets
+through this protocol: adding a target is one new module that registers itself
+(``@register_target``) and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+# (runtime name, outputs per case and sample in output order | None, problem | None)
+Execution = tuple[str, "dict[str, list[list[np.ndarray]]] | None", "str | None"]
+
+
+@dataclass
+class TargetContext:
+    """Everything a target needs to build its artifact, prepared once for all targets."""
+
+    config: Any  # interop.settings.BuildConfig, resolved
+    source: Any  # interop.sources.Source
+    spec: Any  # interop.stages.spec.InputSpec
+    prep: Any  # interop.stages.prepare.Prepared: module as exported, cases, reference, names, trace
+    work: Path  # the build's temporary folder inside --out
+    stem: str
+    meta: dict[str, Any]  # metadata every artifact carries (spec, labels, source hash, ...)
+    report: Any  # interop.report.Report: for warnings a target wants to add
+
+    @property
+    def noise(self) -> Any:
+        return self.prep.noise
+
+
+@dataclass
+class TargetResult:
+    """A built artifact in the work folder and what the report says about it."""
+
+    path: Path
+    entry: dict[str, Any]  # the report's ``targets.<name>`` entry (status and path are set by the pipeline)
+    diffs: list[Any] = field(default_factory=list)  # OutputDiff rows, one per runtime, case, sample, output
+    not_executed: list[tuple[str, str]] = field(default_factory=list)  # (runtime, why)
+    companions: list[Path] = field(default_factory=list)  # files shipped beside the artifact (external data)
+
+
+class Target:
+    """Base of every target plugin. Subclasses set ``name`` and ``suffix`` and implement ``build``
+    and ``execute``; the rest has sensible defaults."""
+
+    name: str = ""
+    suffix: str = ""  # the artifact's suffix: <stem><suffix>
+    default: bool = False  # part of the default --targets
+    stage: str = ""  # what the progress line says while it builds
+    verify_stage: str = ""
+
+    def precision(self, config: Any) -> str:
+        """The precision whose tolerances judge this target's outputs."""
+        return "fp32"
+
+    def build(self, ctx: TargetContext) -> TargetResult:
+        """Build the artifact into ``ctx.work`` and check it; raise ExportError when it cannot be built."""
+        raise NotImplementedError
+
+    def execute(self, path: Path, spec: Any, ref: Any, names: list[str], labels: list[str] | None = None,
+                image: Any = None) -> Iterator[Execution]:
+        """Run the artifact at ``path`` on every case and sample of ``ref`` in each runtime that can
+        execute it here; a runtime that cannot run it yields its problem instead of outputs."""
+        raise NotImplementedError
+
+    def reference_for(self, prep: Any, spec: Any) -> Any:
+        """The reference this target is compared against (an image input takes one picture: Core ML)."""
+        return prep.ref
+
+    def bench(self, path: Path, spec: Any, sample: dict[str, np.ndarray], warmup: int, runs: int,
+              slow_runs: int, threads: int | None) -> dict[str, Any]:
+        return {"skipped": f"interop cannot time {self.name} artifacts yet"}
+
+    def inspect(self, path: Path) -> dict[str, Any]:
+        return {"path": str(path), "format": self.name}
+
+    def metadata(self, path: Path) -> dict[str, str]:
+        """The metadata interop wrote into the artifact (``interop.spec`` and friends)."""
+        return {}
+
+    def op_support(self, kind: str, opset: int) -> str:
+        """'ok', or why the op (a TorchScript ``aten::`` kind) has no translation for this target."""
+        return "ok"
+
+    def owns(self, path: Path) -> bool:
+        return path.name.endswith(self.suffix)
+
+    def __repr__(self) -> str:
+        return f"<target {self.name}>"
