@@ -4,7 +4,6 @@ samples per shape case and PyTorch's outputs for them, output names, the module 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from interop.stages.preflight import Hazard, fail_on_hazards, trace_consistency,
 from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
+from interop.stages.samples import draw
 from interop.stages.spec import Case, InputSpec, cases, example_size, make_sample, other_size
 from interop.targets import output_keys
 
@@ -115,11 +115,7 @@ def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: Build
     user = load_user_samples(config.samples, spec) if config.samples else []
     names = spec.names()
     for case in all_cases:
-        samples = [make_sample(spec, case, config.seed + 1000 * i + zlib.crc32(case.name.encode()) % 997)
-                   for i in range(config.num_samples)]
-        for sample in samples:
-            for name in pixels:
-                sample[name] = np.round(sample[name])
+        samples = draw(spec, case, config.seed, config.num_samples, pixels)
         if case.name == "example" and user:
             samples = user + samples[: max(0, config.num_samples - len(user))]
         ref.samples[case.name] = samples
