@@ -203,7 +203,7 @@ def test_clamp_fusion_is_exact_and_only_where_allowed(alpha):
     for name in fused:
         np.testing.assert_array_equal(fused[name], unfused[name])
     # an fp32 bound (iOS17 allows it) that fp16 cannot hold must keep the clamp separate
-    from interop.runtimes.mil.interpreter import _fusable
+    from interop.runtimes.mil.fusion import fusable as _fusable
 
     producer, clamp = next((a, b) for a, b in zip(plan.steps, plan.steps[1:]) if b.op_type == "clip")
     assert _fusable(producer, clamp, plan.outputs)

@@ -5,7 +5,8 @@ A block (a function's body, a ``cond`` branch, a ``while_loop`` body) is compile
 into constants and names to read from the environment, its outputs' declared dtypes resolved --
 and the plan is kept for later runs (a :class:`~.loader.LoadedModel` keeps its plans for every
 ``predict``). Running a plan is then a tight loop: gather inputs, call the kernel, conform the
-outputs to their declared dtypes (where fp16 rounding happens, see ``values.conform``).
+outputs to their declared dtypes (where fp16 rounding happens, see ``values.conform``). Clamps that
+follow their producer run fused with it when nothing is recorded (``fusion.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import UnsupportedOpError
+from .fusion import fuse
 from .registry import KernelContext, get_kernel, implemented_ops
 from .values import conform, conform_dtype, const_value, is_state, numpy_dtype, register_constant, zero_state
 
@@ -47,18 +49,6 @@ class _Step:
         self.ctx = KernelContext(op, _no_blocks)
         self.has_blocks = bool(getattr(op, "blocks", None))
 
-    @classmethod
-    def merged(cls, first: "_Step", clamp: "_Step") -> "_Step":
-        """``first`` followed by ``clamp`` applied to its raw result, as one step (see ``_fuse``)."""
-        step = cls.__new__(cls)
-        for slot in cls.__slots__:
-            setattr(step, slot, getattr(first, slot))
-        step.op_type = f"{first.op_type}+{clamp.op_type}"
-        step.outs = clamp.outs
-        produce, clamp_fn, clamp_ctx, clamp_args = first.fn, clamp.fn, clamp.ctx, clamp.const_args
-        step.fn = lambda ctx, **kwargs: clamp_fn(clamp_ctx, x=produce(ctx, **kwargs), **clamp_args)
-        return step
-
 
 class _Plan:
     """A compiled block: its decoded constants, its steps and the names of its outputs."""
@@ -81,49 +71,7 @@ class _Plan:
                 )
             self.steps.append(_Step(op, fn, self.constants))
         self.outputs = list(block.outputs)
-        self.fused_steps = _fuse(self.steps, self.outputs)
-
-
-_CLAMPS = {"relu": (), "relu6": (), "clip": ("alpha", "beta")}
-
-
-def _fuse(steps: list[_Step], block_outputs: list[Any]) -> list[_Step]:
-    """``steps`` with each clamp (``relu``, ``relu6``, ``clip``) that alone consumes the output of
-    the step before it merged into that step: the clamp runs on the producer's unrounded result
-    and only its own output is rounded. That is exact: rounding to the declared dtype is monotonic
-    and the clamp's bounds are representable in it (checked; ``0`` and ``6`` always are), so
-    ``round(clamp(r)) == clamp(round(r))`` (up to the sign of a zero). Used when the intermediate
-    values are not recorded -- the producer's own output is never materialised.
-    """
-    fused: list[_Step] = []
-    i = 0
-    while i < len(steps):
-        step, nxt = steps[i], steps[i + 1] if i + 1 < len(steps) else None
-        if nxt is not None and _fusable(step, nxt, block_outputs):
-            fused.append(_Step.merged(step, nxt))
-            i += 2
-        else:
-            fused.append(step)
-            i += 1
-    return fused
-
-
-def _fusable(step: _Step, clamp: _Step, block_outputs: list[Any]) -> bool:
-    if clamp.op_type not in _CLAMPS or step.has_blocks or len(step.op.outputs) != 1 or step.list_args:
-        return False
-    var = step.op.outputs[0]
-    if clamp.env_args != [("x", var.name)] or any(v is var for v in block_outputs):
-        return False
-    if [op is clamp.op for op in getattr(var, "child_ops", ())] != [True]:
-        return False
-    dtype = numpy_dtype(var)
-    if dtype is None or dtype.kind != "f" or numpy_dtype(clamp.op.outputs[0]) != dtype:
-        return False
-    for name in _CLAMPS[clamp.op_type]:
-        bound = np.asarray(clamp.const_args.get(name), dtype=np.float64)
-        if bound.size != 1 or bound.astype(dtype).astype(np.float64) != bound:
-            return False
-    return True
+        self.fused_steps = fuse(self.steps, self.outputs)
 
 
 class Interpreter:
