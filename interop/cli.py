@@ -15,25 +15,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 _STATE = {"debug": False}
 
 
-def _lazy_help_flag() -> None:
-    """typer (0.29) coerces every parameter value through a pydantic TypeAdapter, including the
-    implicit --help flag's ``None`` on every run where --help is not given: importing pydantic
-    for that costs ~0.12 s CPU, half of `interop doctor`. That value only feeds the help callback,
-    which ignores ``None``; pass it through. A no-op where typer has no such hook."""
-    param = getattr(sys.modules.get("typer.core"), "_TyperParameter", None)
-    original = getattr(param, "process_value", None)
-    if original is None:
-        return
+from interop import patches  # noqa: E402  (light: declares third-party patches, imports none of them)
 
-    def process_value(self, ctx, value):
-        if value is None and self.name == "help":
-            return None
-        return original(self, ctx, value)
-
-    param.process_value = process_value
-
-
-_lazy_help_flag()
+patches.install("typer-help-flag")
 
 
 @app.callback()
@@ -41,87 +25,102 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
     _STATE["debug"] = debug
 
 
+# Every setting `build` and `check` take, in --help order: (BuildConfig field, type, default,
+# flag, help). One list for both commands, so they cannot drift. A new setting is a field appended
+# to settings.BuildConfig and one line appended here; its value reaches the library as
+# BuildConfig(<field>=value) only when the user gave the flag (see settings.resolve).
+BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
+    ("inputs", List[str], [], "--input", "NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224"),
+    ("dynamic", List[str], [], "--dynamic", "NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64"),
+    ("output_names", List[str], [], "--output-name", "Name of each output, in order."),
+    ("out", Optional[str], None, "--out", "Output folder (default: the model's folder)."),
+    ("targets", Optional[str], None, "--targets", "Comma-separated: onnx,coreml"),
+    ("precision", Optional[str], None, "--precision", "Core ML compute precision: fp16 (default) or fp32"),
+    ("config", Optional[str], None, "--config", "interop.toml or pyproject.toml with [tool.interop]"),
+    ("factory", Optional[str], None, "--factory", "MODULE:FN building the model for a state_dict"),
+    ("trust", bool, False, "--trust", "Allow unpickling a torch.save'd module (runs code from the file)."),
+    ("samples", Optional[str], None, "--samples", ".npz of input arrays named after the inputs"),
+    ("exporter", Optional[str], None, "--exporter", "ONNX exporter: auto, torchscript, dynamo"),
+    ("opset", Optional[int], None, "--opset", "ONNX opset (default 20)"),
+    ("deployment_target", Optional[str], None, "--deployment-target", "Core ML target, e.g. iOS16"),
+    ("coreml_shapes", Optional[str], None, "--coreml-shapes", "range (default) or enumerated"),
+    ("tolerance", List[str], [], "--tolerance", "NAME:rel_l2=1e-3[,max_rel=...] per output ('*' all)"),
+    ("keep_failed", bool, False, "--keep-failed", "Keep rejected artifacts as <stem>.FAILED.*"),
+    ("num_samples", Optional[int], None, "--num-samples", "Seeded samples per shape case (default 2)"),
+    ("labels", Optional[str], None, "--labels", "Class labels file, one per line: a classifier"),
+    ("image", Optional[str], None, "--image", "Input that takes raw image pixels (RGB, 0..255)"),
+    ("mean", Optional[str], None, "--mean", "Per-channel mean, e.g. 0.485,0.456,0.406"),
+    ("std", Optional[str], None, "--std", "Per-channel std, e.g. 0.229,0.224,0.225"),
+    ("pixel_scale", Optional[float], None, "--pixel-scale", "Pixels are divided by this first (255)"),
+    ("coreml_capture", Optional[str], None, "--coreml-capture", "auto, trace or export"),
+    ("allow_trace_warnings", bool, False, "--allow-trace-warnings",
+     "Build although tracing hit data-dependent control flow."),
+    ("all_or_nothing", bool, False, "--all-or-nothing", "Ship no target unless every chosen target passed."),
+]
+
+
+def _settings_command(model_help: str) -> Callable[[Callable[[Any, bool], int]], Callable[..., None]]:
+    """A command taking MODEL, every option of BUILD_OPTIONS and --json; the decorated
+    ``fn(config, json_out) -> exit code`` gets the flags the user gave as a BuildConfig (flags
+    left out stay unset, so the --config file, the model folder's interop.toml or the default
+    decide them: settings.resolve)."""
+    import inspect
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("model", kind, annotation=str, default=typer.Argument(..., help=model_help))]
+    params += [inspect.Parameter(name, kind, annotation=annotation, default=typer.Option(default, flag, help=text))
+               for name, annotation, default, flag, text in BUILD_OPTIONS]
+    params.append(inspect.Parameter("json_out", kind, annotation=bool, default=typer.Option(
+        False, "--json", help="Print exactly the JSON result on stdout, nothing else.")))
+
+    def decorate(fn: Callable[[Any, bool], int]) -> Callable[..., None]:
+        def command(**values: Any) -> None:
+            json_out = values.pop("json_out")
+
+            def run() -> int:
+                from interop.settings import BuildConfig
+
+                given = {k: v for k, v in values.items() if v not in (None, [], (), False)}
+                if "targets" in given:
+                    given["targets"] = [t.strip() for t in given["targets"].split(",") if t.strip()]
+                return fn(BuildConfig(**given), json_out)
+
+            raise typer.Exit(_guard(run))
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        return command
+
+    return decorate
+
+
 @app.command()
-def build(
-    model: str = typer.Argument(..., help="Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN."),
-    input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224"),
-    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64"),
-    output_name: List[str] = typer.Option([], "--output-name", help="Name of each output, in order."),
-    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default: the model's folder)."),
-    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated: onnx,coreml"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Core ML compute precision: fp16 (default) or fp32"),
-    config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml with [tool.interop]"),
-    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN building the model for a state_dict"),
-    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module (runs code from the file)."),
-    samples: Optional[str] = typer.Option(None, "--samples", help=".npz of input arrays named after the inputs"),
-    json_out: bool = typer.Option(False, "--json", help="Print exactly the JSON report on stdout, nothing else."),
-    exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter: auto, torchscript, dynamo"),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 20)"),
-    deployment_target: Optional[str] = typer.Option(None, "--deployment-target", help="Core ML target, e.g. iOS16"),
-    coreml_shapes: Optional[str] = typer.Option(None, "--coreml-shapes", help="range (default) or enumerated"),
-    tolerance: List[str] = typer.Option([], "--tolerance", help="NAME:rel_l2=1e-3[,max_rel=...] per output ('*' all)"),
-    keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep rejected artifacts as <stem>.FAILED.*"),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Seeded samples per shape case (default 2)"),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Class labels file, one per line: a classifier"),
-    image: Optional[str] = typer.Option(None, "--image", help="Input that takes raw image pixels (RGB, 0..255)"),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406"),
-    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225"),
-    pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale", help="Pixels are divided by this first (255)"),
-    coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
-    allow_trace_warnings: bool = typer.Option(False, "--allow-trace-warnings",
-                                              help="Build although tracing hit data-dependent control flow."),
-) -> None:
+@_settings_command("Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN.")
+def build(config: Any, json_out: bool) -> int:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
+    from interop.stages.pipeline import build as run_build
 
-    def run() -> int:
-        from interop.settings import merge, read_config_file
-        from interop.stages.pipeline import build as run_build
+    report = _with_progress(lambda: run_build(config), quiet=json_out)
+    if json_out:
+        sys.stdout.write(report.to_json_text())
+    else:
+        from interop.console import render_build
 
-        cli = {"model": model, "inputs": input, "dynamic": dynamic, "output_names": output_name, "out": out,
-               "targets": [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else None,
-               "precision": precision, "factory": factory, "trust": trust or None, "samples": samples,
-               "exporter": exporter, "opset": opset, "deployment_target": deployment_target,
-               "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
-               "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
-               "pixel_scale": pixel_scale, "coreml_capture": coreml_capture,
-               "allow_trace_warnings": allow_trace_warnings or None}
-        cfg = merge(cli, read_config_file(config))
-        report = _with_progress(lambda: run_build(cfg), quiet=json_out)
-        if json_out:
-            sys.stdout.write(report.to_json_text())
-        else:
-            from interop.console import render_build
-
-            render_build(report)
-        return 0 if report.passed else 1
-
-    raise typer.Exit(_guard(run))
+        render_build(report)
+    return 0 if report.passed else 1
 
 
 @app.command()
-def check(
-    model: str = typer.Argument(..., help="Model file or MODULE:FN (as for build)."),
-    input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]]"),
-    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX]"),
-    config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml"),
-    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN for a state_dict"),
-    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset to check against (default 20)"),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Preflight only: ops neither target translates (with module paths), trace hazards."""
+@_settings_command("Model file or MODULE:FN (as for build).")
+def check(config: Any, json_out: bool) -> int:
+    """Preflight only: ops neither target translates (with module paths), trace hazards. Takes
+    every build option and reads the settings as build does."""
+    from interop.commands.check import check_model
 
-    def run() -> int:
-        from interop.commands.check import check_model
-        from interop.settings import merge, read_config_file
-
-        cli = {"model": model, "inputs": input, "dynamic": dynamic, "factory": factory, "trust": trust or None,
-               "opset": opset}
-        result = _with_progress(lambda: check_model(merge(cli, read_config_file(config))), quiet=json_out)
-        _emit(result, json_out, lambda r: _console().render_check(r))
-        return 1 if result["would_fail"] else 0
-
-    raise typer.Exit(_guard(run))
+    result = _with_progress(lambda: check_model(config), quiet=json_out)
+    _emit(result, json_out, lambda r: _console().render_check(r))
+    return 1 if result["would_fail"] else 0
 
 
 @app.command()
@@ -142,6 +141,10 @@ def _print_doctor(info: dict) -> None:
     print("known problems:" if info["problems"] else "known problems: none")
     for p in info["problems"]:
         print(f"  - {p}")
+    print("third-party patches (interop/patches.py):")
+    for p in info["patches"]:
+        seen = "" if p["matches"] else f"  [checked against {p['checked_against']}, installed {p['installed']}]"
+        print(f"  {p['name']:32s} {p['library']}: {p['scope']}{seen}")
 
 
 @app.command()
@@ -166,7 +169,9 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
           threads: Optional[int] = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
           no_unsimplified: bool = typer.Option(False, "--no-unsimplified",
                                                help="Skip re-exporting the source to time the unsimplified export."),
-          json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+          json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+          trust: bool = typer.Option(False, "--trust", help="Let the re-export load a source that runs code "
+                                                            "(a report never grants trust).")) -> None:
     """Latency of the built artifacts: ONNX Runtime (p50/p90) vs the unsimplified export, Core ML."""
 
     def run() -> int:
@@ -174,7 +179,7 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
         from interop.commands.bench import render
 
         # no spinner: its refresh thread would compete with the timed runs
-        _emit(run_bench(artifact, warmup, runs, slow_runs, threads, not no_unsimplified), json_out, render)
+        _emit(run_bench(artifact, warmup, runs, slow_runs, threads, not no_unsimplified, trust), json_out, render)
         return 0
 
     raise typer.Exit(_guard(run))
@@ -182,13 +187,15 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
 
 @app.command()
 def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
-           json_out: bool = typer.Option(False, "--json", help="Print the new JSON report.")) -> None:
+           json_out: bool = typer.Option(False, "--json", help="Print the new JSON report."),
+           trust: bool = typer.Option(False, "--trust", help="Allow loading a source model that runs code "
+                                                             "(a report never grants trust).")) -> None:
     """Re-run the agreement checks of the artifacts a report lists against its source model."""
 
     def run() -> int:
         from interop.commands.verify import verify_report
 
-        report = _with_progress(lambda: verify_report(report_path), quiet=json_out)
+        report = _with_progress(lambda: verify_report(report_path, trust), quiet=json_out)
         if json_out:
             sys.stdout.write(report.to_json_text())
         else:

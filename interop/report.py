@@ -24,8 +24,11 @@ class Report:
     @classmethod
     def start(cls, config: Any, source: Any, spec: Any, names: list[str], ref: Any, all_cases: list[Any],
               target_names: list[str] | None = None) -> "Report":
+        from interop.settings import recorded, tolerance_warnings
+
         example = ref.outputs["example"][0]
         dims = _output_dynamic(spec, ref, all_cases)
+        settings, sources = recorded(config, names)
         return cls({
             "interop_version": __version__,
             "passed": False,
@@ -38,12 +41,9 @@ class Report:
             "targets": {t: {"status": "skipped"} for t in (target_names or ["onnx", "coreml"])},
             "agreement": [],
             "tolerances": DEFAULT_TOLERANCES,
-            "warnings": [],
-            "settings": {"seed": config.seed, "num_samples": config.num_samples, "precision": config.precision,
-                         "tolerance": list(config.tolerance), "samples": config.samples, "factory": config.factory,
-                         "trust": config.trust, "output_names": names, "image": config.image, "mean": config.mean,
-                         "std": config.std, "pixel_scale": config.pixel_scale, "labels": config.labels,
-                         "targets": list(config.targets), "all_or_nothing": config.all_or_nothing},
+            "warnings": tolerance_warnings(config),
+            "settings": settings,
+            "settings_source": sources,
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
         })
 

@@ -1,12 +1,25 @@
-"""BuildConfig, and reading it from ``interop.toml`` or ``[tool.interop]`` in pyproject.toml.
+"""BuildConfig, and resolving it once: flag > ``--config`` file > ``interop.toml`` beside the model
+> default, with where each setting came from (``provenance``, the report's ``settings_source``).
 
-Priority of every setting: CLI flags > config file > what the model carries (embedded spec) >
-the ExportedProgram signature.
+* A *flag* is a command-line option or an argument the API caller passed to ``BuildConfig(...)``
+  (or assigned afterwards): an explicit ``--precision fp16`` wins over any file, even though fp16
+  is also the default.
+* ``--config FILE`` (``interop.toml``, or a ``pyproject.toml``'s ``[tool.interop]``) is the user's
+  own choice of file: it may set anything but ``trust``.
+* An ``interop.toml`` beside the model came with the model: it is data, and may not loosen a
+  verdict or redirect output (``NOT_FROM_MODEL_FOLDER``).
+* Values from files and reports are type-checked (``trust = "false"`` is not true).
+* ``trust`` comes from the command line or the API argument only: never from a file, never from a
+  report (``from_report`` takes it as an argument: ``verify --trust``).
+
+Settings the input spec resolves further (inputs carried by the model, ExportedProgram signature)
+are resolved in ``stages/resolve.py`` from what this gives it.
 """
 
 from __future__ import annotations
 
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,17 +59,66 @@ class BuildConfig:
     license: str | None = None
     description: str | None = None
     version: str | None = None
+    config: str | None = None  # the --config file; read by resolve()
+    # where each setting came from (flag | config | model-folder | default); set by resolve()
+    provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_given", set())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        given = self.__dict__.get("_given")
+        if given is not None and name in _setting_names():
+            given.add(name)
+
+    def given(self) -> set[str]:
+        """The settings the caller set (constructor arguments and later assignments)."""
+        return set(self.__dict__.get("_given", ()))
 
 
-_LIST_KEYS = {"inputs", "dynamic", "output_names", "targets", "tolerance"}
+def _track_init() -> None:
+    """Record which settings the caller passed to ``BuildConfig(...)`` (the dataclass' own
+    ``__init__`` assigns every field, so the assignments it makes are not counted)."""
+    generated = BuildConfig.__init__
+
+    def __init__(self: BuildConfig, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **kwargs)
+        names = [f.name for f in fields(BuildConfig) if f.init]
+        object.__setattr__(self, "_given", set(names[: len(args)]) | set(kwargs))
+
+    __init__.__doc__ = generated.__doc__
+    BuildConfig.__init__ = __init__  # type: ignore[method-assign]
 
 
-def read_config_file(path: str | None, model_dir: Path | None = None) -> dict[str, Any]:
-    """Settings from ``path`` (interop.toml, or a pyproject.toml's [tool.interop]); without a path,
-    an ``interop.toml`` beside the model. Unknown keys are errors, not silently ignored."""
-    candidate = Path(path) if path else (model_dir / "interop.toml" if model_dir else None)
-    if candidate is None or (not path and not candidate.exists()):
-        return {}
+_track_init()
+
+SOURCES = ("flag", "config", "model-folder", "default")
+MODEL_FOLDER_FILE = "interop.toml"
+NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
+NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed")
+NOT_FROM_REPORTS = ("trust", "out", "keep_failed", "config")  # verify/bench: trust is their own flag
+
+
+def _setting_names() -> tuple[str, ...]:
+    global _NAMES
+    if _NAMES is None:
+        _NAMES = tuple(f.name for f in fields(BuildConfig) if f.init)
+    return _NAMES
+
+
+_NAMES: tuple[str, ...] | None = None
+
+
+def setting_names() -> tuple[str, ...]:
+    """Every setting, in BuildConfig's order."""
+    return _setting_names()
+
+
+# --- reading files ---------------------------------------------------------------------------------
+
+
+def _read_toml(candidate: Path) -> dict[str, Any]:
     if not candidate.is_file():
         raise SpecError(f"config file {candidate} does not exist", hint="check the --config path")
     try:
@@ -65,23 +127,212 @@ def read_config_file(path: str | None, model_dir: Path | None = None) -> dict[st
         raise SpecError(f"config file {candidate} is not valid TOML: {exc}", hint="fix the file") from exc
     if candidate.name == "pyproject.toml":
         data = data.get("tool", {}).get("interop", {})
-    data = data.get("interop", data) if "interop" in data and isinstance(data["interop"], dict) else data
-    known = {f.name for f in fields(BuildConfig)}
-    settings = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(settings) - known)
+    return data.get("interop", data) if isinstance(data.get("interop"), dict) else data
+
+
+def read_config_file(path: str | None, model_dir: Path | None = None) -> dict[str, Any]:
+    """Type-checked settings from ``path`` (interop.toml, or a pyproject.toml's [tool.interop]);
+    without a path, from an ``interop.toml`` in ``model_dir`` (with the model-folder rules). Unknown
+    keys are errors, not silently ignored."""
+    if path:
+        return _file_settings(Path(path), "config")
+    candidate = model_dir / MODEL_FOLDER_FILE if model_dir else None
+    return _file_settings(candidate, "model-folder") if candidate and candidate.is_file() else {}
+
+
+def _file_settings(candidate: Path, kind: str) -> dict[str, Any]:
+    settings = {str(k).replace("-", "_"): v for k, v in _read_toml(candidate).items()}
+    allowed = set(_setting_names()) - set(NOT_FROM_FILES)
+    unknown = sorted(k for k in settings if k not in _setting_names())
     if unknown:
         raise SpecError(f"unknown setting(s) {', '.join(unknown)} in {candidate}",
-                        hint=f"known settings: {', '.join(sorted(known - {'model'}))}")
-    for key in _LIST_KEYS & set(settings):
-        if isinstance(settings[key], str):
-            settings[key] = [s.strip() for s in settings[key].split(",")] if key == "targets" else [settings[key]]
-    return settings
+                        hint=f"known settings: {', '.join(sorted(allowed))}")
+    if "trust" in settings:
+        raise SpecError(f"{candidate} sets trust: trust never comes from a file",
+                        hint="pass --trust on the command line if you trust the model")
+    misplaced = sorted(k for k in settings if k in NOT_FROM_FILES)
+    if misplaced:
+        raise SpecError(f"{candidate} sets {', '.join(misplaced)}, which only the command line gives",
+                        hint="remove it from the file")
+    refused = sorted(k for k in settings if kind == "model-folder" and k in NOT_FROM_MODEL_FOLDER)
+    if refused:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
+        raise SpecError(f"{candidate} beside the model sets {', '.join(refused)}: a file that comes with a model "
+                        "may not loosen verdicts or redirect output", hint=f"pass {flags} as a flag or in a --config file")
+    return {k: checked(k, v, str(candidate)) for k, v in settings.items()}
 
 
-def merge(cli: dict[str, Any], file_settings: dict[str, Any]) -> BuildConfig:
-    """CLI values win where the user gave them (non-empty / non-None)."""
-    merged = dict(file_settings)
-    for key, value in cli.items():
-        if value not in (None, [], ()):
-            merged[key] = value
-    return BuildConfig(**merged)
+def checked(key: str, value: Any, where: str) -> Any:
+    """``value`` as setting ``key`` takes it, or one-line SpecError saying what it must be."""
+    hint = _hints()[key]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    if value is None and optional:
+        return None
+    if typing.get_origin(base) is list:
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()] if key == "targets" else [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        want = "a list of strings"
+    elif base is bool:
+        if isinstance(value, bool):
+            return value
+        want = "true or false (unquoted)"
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        want = "a whole number"
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        want = "a number"
+    else:
+        if isinstance(value, str):
+            return value
+        want = "a string"
+    raise SpecError(f"setting {key} in {where} must be {want}, not {value!r}", hint=f"fix {key} in {where}")
+
+
+def _hints() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(BuildConfig)
+    return _HINTS
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+# --- resolving ---------------------------------------------------------------------------------------
+
+
+def model_folder_file(model: str) -> Path | None:
+    """The ``interop.toml`` beside a model file, if there is one (a MODULE:FN source has none)."""
+    path = Path(model)
+    if not model or not path.is_file():
+        return None
+    candidate = path.parent / MODEL_FOLDER_FILE
+    return candidate if candidate.is_file() else None
+
+
+def resolve(config: BuildConfig) -> BuildConfig:
+    """The settings of a build, resolved once: flag > --config file > interop.toml beside the
+    model > default; ``provenance`` says which for every setting. Resolving a resolved config
+    returns it unchanged. Values are validated (unknown choices are exit 2)."""
+    if config.provenance:
+        return config
+    layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: getattr(config, k) for k in config.given()})]
+    if config.config:
+        layers.append(("config", _file_settings(Path(config.config), "config")))
+    beside = model_folder_file(config.model)
+    if beside is not None and not (config.config and _same(beside, Path(config.config))):
+        layers.append(("model-folder", _file_settings(beside, "model-folder")))
+    values: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for name in _setting_names():
+        source = next((s for s, layer in layers if name in layer), "default")
+        provenance[name] = source
+        if source != "default":
+            values[name] = next(layer[name] for s, layer in layers if s == source)
+    resolved = BuildConfig(**values)
+    resolved.provenance = provenance
+    validate(resolved)
+    return resolved
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def validate(config: BuildConfig, check_targets: bool = True) -> None:
+    """Choices and ranges of a resolved config (exit 2 on an unknown one)."""
+    from interop import targets
+    from interop.compare import parse_tolerance
+
+    if check_targets:
+        targets.selected(config.targets)  # unknown names are exit 2
+    if config.precision not in ("fp16", "fp32"):
+        raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
+    choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
+               ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
+               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")))
+    for flag, value, allowed in choices:
+        if value not in allowed:
+            raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")
+    if config.opset is not None and not 7 <= config.opset <= 23:
+        raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
+    if config.num_samples < 1:
+        raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
+    for text in config.tolerance:
+        parse_tolerance(text)
+
+
+def source_of(config: BuildConfig, name: str) -> str:
+    """Where setting ``name`` came from (a config never resolved: given = flag, else default)."""
+    if config.provenance:
+        return config.provenance.get(name, "default")
+    return "flag" if name in config.given() else "default"
+
+
+# --- what the report records, and reading it back -------------------------------------------------
+
+
+def recorded(config: BuildConfig, output_names: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The report's ``settings`` (every setting, output names as resolved) and ``settings_source``."""
+    settings: dict[str, Any] = {}
+    for name in _setting_names():
+        if name == "model":
+            continue
+        value = getattr(config, name)
+        settings[name] = list(value) if isinstance(value, (list, tuple)) else value
+    settings["output_names"] = list(output_names)
+    return settings, {name: source_of(config, name) for name in settings}
+
+
+def tolerance_warnings(config: BuildConfig) -> list[str]:
+    """One line per tolerance override: verdicts judged by the user's limits, not interop's."""
+    where = {"flag": "--tolerance", "config": f"--config {config.config}"}.get(source_of(config, "tolerance"),
+                                                                              source_of(config, "tolerance"))
+    return [f"tolerance override ({where}): {text} replaces interop's default tolerance for the outputs it names"
+            for text in config.tolerance]
+
+
+TRUSTED_FORMATS = ("pickle", "state_dict", "factory")  # loading runs code from the source
+
+
+def from_report(report: dict[str, Any], trust: bool, command: str) -> BuildConfig:
+    """The build's resolved settings, as its report recorded them, for ``verify`` and ``bench``
+    (one function for both). ``trust`` is the command's own ``--trust``: a report never turns it
+    on, and a source that needs it (a pickle, a state_dict + factory, a MODULE:FN entry point) is
+    refused without it."""
+    where = "the report"
+    try:
+        settings, source = report["settings"], report["model"]["source"]
+        recorded_sources = report.get("settings_source") or {}
+        values = {k: checked(k, v, where) for k, v in settings.items()
+                  if k in _setting_names() and k not in NOT_FROM_REPORTS and k != "model"}
+    except (KeyError, TypeError) as exc:
+        raise SpecError(f"the report has no readable settings ({type(exc).__name__}: {exc})",
+                        hint="pass the .report.json written by interop build") from exc
+    if not isinstance(source, str):
+        raise SpecError("the report names no source model", hint="pass the .report.json written by interop build")
+    config = BuildConfig(model=source, trust=trust, **values)
+    config.provenance = {**{k: str(v) for k, v in recorded_sources.items()}, "trust": "flag"}
+    if not trust and needs_trust(report, config):
+        fmt = report["model"].get("format")
+        raise SpecError(f"the source model {source} ({fmt}) runs code when loaded, and a report never grants trust",
+                        hint=f"pass --trust to {command} if you trust that model")
+    validate(config, check_targets=False)
+    return config
+
+
+def needs_trust(report: dict[str, Any], config: BuildConfig) -> bool:
+    """Loading the report's source runs code: a pickle or state_dict + factory, or a MODULE:FN."""
+    fmt = (report.get("model") or {}).get("format")
+    entry_point = ":" in config.model and not Path(config.model).exists()
+    return fmt in TRUSTED_FORMATS or bool(config.factory) or entry_point

@@ -384,10 +384,13 @@ def test_fp16_range_check_is_coremltools_own(values):
         assert beyond_fp16(scalar) == bool(65504 < abs(scalar) < 1e38)
 
 
-def test_fp16_range_check_is_installed_in_coremltools():
+def test_fp16_range_check_is_installed_in_coremltools_while_converting():
     from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
 
-    from interop.targets.coreml import _FP16_OVERFLOW, _lean_fp16_overflow_check
+    from interop import patches
+    from interop.targets.coreml import _FP16_OVERFLOW
 
-    _lean_fp16_overflow_check()
-    assert FP16ComputePrecision.__dict__["fp16_overflow"] is _FP16_OVERFLOW
+    theirs = FP16ComputePrecision.__dict__["fp16_overflow"]
+    with patches.applied(*patches.COREML_CONVERSION):
+        assert FP16ComputePrecision.__dict__["fp16_overflow"] is _FP16_OVERFLOW
+    assert FP16ComputePrecision.__dict__["fp16_overflow"] is theirs

@@ -194,7 +194,9 @@ def test_gpt2_core_ml_uses_interops_diff(zoo_build):
 
     report = zoo_build("gpt2")
     assert report["targets"]["coreml"]["status"] == "ok"
-    assert _TORCH_OPS_REGISTRY.get_func("diff") is patches._diff
+    # the build registers the translation only while it converts (interop.patches); coremltools has none
+    fn = _TORCH_OPS_REGISTRY.get_func("diff")
+    assert fn is None or fn.__wrapped__ is patches._diff
 
 
 def test_two_builds_in_one_process_keep_the_trace_path(tmp_path):

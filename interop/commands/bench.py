@@ -80,6 +80,7 @@ class Subject:
     report: dict[str, Any] | None
     report_path: Path | None
     artifacts: dict[str, Path]
+    trust: bool = False  # bench's own --trust (re-exporting the source may load code); never the report's
 
     @property
     def onnx(self) -> Path | None:  # kept for callers of the two-target days
@@ -209,8 +210,11 @@ def unsimplified(subject: Subject, workdir: Path) -> tuple[Path | None, str, Any
         return None, "not available: the build has no ONNX model", None
     if not entry.get("simplified", True):
         return subject.onnx, "the build kept the unsimplified export (see the report's notes): same model", None
+    from interop.settings import from_report
+
+    from_report(subject.report, subject.trust, "bench")  # exit 2 when the source runs code and --trust is missing
     try:
-        path, prep = _reexport(subject.report, entry, workdir)
+        path, prep = _reexport(subject.report, entry, workdir, subject.trust)
     except Exception as exc:  # best effort: reported, never a crash of the benchmark
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return None, f"not available: re-exporting the source failed ({type(exc).__name__}: {first})", None
@@ -224,26 +228,18 @@ def unsimplified(subject: Subject, workdir: Path) -> tuple[Path | None, str, Any
     return path, note, prep
 
 
-def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path) -> tuple[Path, Any]:
-    from interop.settings import BuildConfig
-    from interop.sources.torch_files import load_source
-    from interop.stages.prepare import output_dims, prepare
+def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path, trust: bool = False) -> tuple[Path, Any]:
+    from interop.commands.verify import reload
+    from interop.settings import from_report
+    from interop.stages.prepare import output_dims
     from interop.support.quiet import Noise, captured
-    from interop.stages.spec import InputSpec
     from interop.targets.onnx import export_once, name_dims, save
 
-    settings = report["settings"]
-    config = BuildConfig(model=report["model"]["source"], seed=settings["seed"], num_samples=1,
-                         factory=settings.get("factory"), trust=settings.get("trust", False),
-                         image=settings.get("image"), mean=settings.get("mean"), std=settings.get("std"),
-                         pixel_scale=settings.get("pixel_scale"), labels=settings.get("labels"),
-                         allow_trace_warnings=True)
+    config = from_report(report, trust, "bench")
+    config.num_samples = 1  # only the example sample is timed
     noise = Noise()
     with captured(noise):
-        source = load_source(config.model, factory=config.factory, trust=config.trust)
-        spec = InputSpec.from_json({"inputs": report["inputs"], "outputs": settings["output_names"]})
-        spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
-        prep = prepare(config, source, spec)
+        source, spec, prep = reload(report, config)
     raw = workdir / "unsimplified.raw.onnx"
     export_once(entry["exporter"], prep.module, prep.export_args, spec, prep.names, raw, entry["opset"], noise,
                 prep.trace)
@@ -348,13 +344,15 @@ def bench_torch(prep: Any, spec: Any, sample: dict[str, Any], warmup: int, runs:
 
 
 def bench(artifact: str, warmup: int = 10, runs: int = 100, slow_runs: int = 5, threads: int | None = None,
-          compare_unsimplified: bool = True) -> dict[str, Any]:
-    """Time the artifacts of one build; returns a JSON-able result (see the module doc)."""
+          compare_unsimplified: bool = True, trust: bool = False) -> dict[str, Any]:
+    """Time the artifacts of one build; returns a JSON-able result (see the module doc). ``trust``
+    lets the re-export load a source that runs code (bench's own --trust; a report never grants it)."""
     from interop.errors import SpecError
 
     if runs < 1 or warmup < 0 or slow_runs < 1:
         raise SpecError("--runs and --slow-runs must be at least 1, --warmup at least 0", hint="e.g. --runs 100")
     subject = locate(artifact)
+    subject.trust = trust
     spec = input_spec(subject)
     seed = int(((subject.report or {}).get("settings") or {}).get("seed", 0))
     sample = example_sample(spec, seed)

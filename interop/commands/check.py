@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from interop.settings import BuildConfig
+from interop.settings import BuildConfig, resolve
 from interop.sources.torch_files import load_source
 from interop.stages.resolve import resolve_spec
 
@@ -19,6 +19,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     from interop.targets.onnx import DEFAULT_OPSET
 
     started = time.perf_counter()
+    config = resolve(config)  # the same settings, resolved the same way, as `interop build`
     chosen = targets.selected(config.targets)
     config.allow_trace_warnings = True  # report hazards instead of stopping at them
     source = load_source(config.model, factory=config.factory, trust=config.trust)

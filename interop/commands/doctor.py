@@ -57,7 +57,22 @@ def diagnose() -> dict[str, Any]:
         "interop-mil (Core ML reference runtime)": bool(versions["coremltools"]),
     }
     return {"platform": f"{platform.system()} {platform.release()} {platform.machine()}",
-            "python": platform.python_version(), "versions": versions, "runtimes": runtimes, "problems": problems}
+            "python": platform.python_version(), "versions": versions, "runtimes": runtimes, "problems": problems,
+            "patches": patch_listing(found)}
+
+
+def patch_listing(found: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """interop.patches' declared changes to third-party internals, each with the version of its
+    library installed here (``matches``: same major.minor as the one it was checked against)."""
+    from interop import patches
+
+    out = []
+    for entry in patches.listing():
+        installed = _version(entry["library"], found)
+        checked = entry["checked_against"].rsplit(" ", 1)[-1]
+        out.append({**entry, "installed": installed,
+                    "matches": installed is not None and _tuple(installed)[:2] == _tuple(checked)[:2]})
+    return out
 
 
 def known_bad(versions: dict[str, str | None]) -> list[str]:

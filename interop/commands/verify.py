@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from interop.settings import BuildConfig
 from interop.errors import SpecError
-from interop.sources.torch_files import load_source
 from interop.report import Report
-from interop.stages.spec import InputSpec
+from interop.settings import BuildConfig, from_report
 
 
 def _read(path: str) -> dict[str, Any]:
@@ -27,22 +25,14 @@ def _read(path: str) -> dict[str, Any]:
     return data
 
 
-def verify_report(path: str) -> Report:
+def verify_report(path: str, trust: bool = False) -> Report:
+    """``trust`` is verify's own ``--trust``: the report's settings never grant it."""
     from interop import targets
     from interop.compare import diffs
-    from interop.stages.prepare import prepare
 
     old = _read(path)
-    settings = old["settings"]
-    config = BuildConfig(model=old["model"]["source"], seed=settings["seed"], num_samples=settings["num_samples"],
-                         precision=settings["precision"], tolerance=settings["tolerance"],
-                         samples=settings.get("samples"), factory=settings.get("factory"), trust=settings.get("trust", False),
-                         image=settings.get("image"), mean=settings.get("mean"), std=settings.get("std"),
-                         pixel_scale=settings.get("pixel_scale"), labels=settings.get("labels"))
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
-    spec = InputSpec.from_json({"inputs": old["inputs"], "outputs": settings["output_names"]})
-    spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
-    prep = prepare(config, source, spec)
+    config = from_report(old, trust, "verify")
+    source, spec, prep = reload(old, config)
     names = prep.names
     report = Report.start(config, source, spec, names, prep.ref, prep.cases)
     report.data["targets"] = copy.deepcopy(old["targets"])
@@ -70,3 +60,17 @@ def verify_report(path: str) -> Report:
                 report.add_agreement(diffs(name, runtime, ref, got, names, target.precision(config), config.tolerance))
     report.finish()
     return report
+
+
+def reload(report: dict[str, Any], config: BuildConfig) -> tuple[Any, Any, Any]:
+    """The build's source, input spec and prepared state again, from its report and the settings
+    ``from_report`` read back (verify and bench's re-export)."""
+    from interop.sources.torch_files import load_source
+    from interop.stages.prepare import prepare
+    from interop.stages.spec import InputSpec
+
+    names = report["settings"]["output_names"]
+    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    spec = InputSpec.from_json({"inputs": report["inputs"], "outputs": names})
+    spec.output_names = [n for n in names if n != "classLabelProbs"] or spec.output_names
+    return source, spec, prepare(config, source, spec)

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from interop import __version__
-from interop.compare import parse_tolerance
-from interop.settings import BuildConfig, read_config_file
-from interop.errors import ExportError, SpecError
+from interop.settings import BuildConfig, resolve
+from interop.errors import ExportError
 from interop.sources.torch_files import Source, load_source
 from interop.support.memory import release
 from interop.sources.onnx_file import build_from_onnx, is_onnx
@@ -25,9 +24,7 @@ from interop.targets.base import TargetContext
 
 def build(config: BuildConfig) -> Report:
     """Run the whole job; returns the report (``report.passed`` decides the exit code)."""
-    settings = read_config_file(None, Path(config.model).parent if Path(config.model).exists() else None)
-    config = _with_file_defaults(config, settings)
-    _check_choices(config)
+    config = resolve(config)  # flag > --config > interop.toml beside the model > default, validated
     if is_onnx(config.model):
         return build_from_onnx(config)
     folder = OutputFolder.for_model(config.model, config.out)
@@ -38,35 +35,6 @@ def build(config: BuildConfig) -> Report:
     prep = prepare(config, source, spec)
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
-
-
-def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
-    """Settings from an interop.toml beside the model fill what the caller left at its default."""
-    defaults = BuildConfig()
-    for key, value in settings.items():
-        if getattr(config, key) == getattr(defaults, key):
-            setattr(config, key, value)
-    return config
-
-
-def _check_choices(config: BuildConfig) -> None:
-    from interop import targets
-
-    targets.selected(config.targets)  # unknown names are exit 2
-    if config.precision not in ("fp16", "fp32"):
-        raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
-    choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
-               ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
-               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")))
-    for flag, value, allowed in choices:
-        if value not in allowed:
-            raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")
-    if config.opset is not None and not 7 <= config.opset <= 23:
-        raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
-    if config.num_samples < 1:
-        raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
-    for text in config.tolerance:
-        parse_tolerance(text)
 
 
 def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path,

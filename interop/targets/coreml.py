@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from interop import patches
 from interop.errors import ExportError, first_line, SpecError
 from interop.support.quiet import Noise, captured
 from interop.stages.spec import Case, InputSpec, case_shape
@@ -92,10 +93,6 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
     import coremltools as ct
     import torch
 
-    from interop.targets.coreml_ops import register
-
-    register()
-    _lean_fp16_overflow_check()
     common: dict[str, Any] = dict(convert_to="mlprogram", minimum_deployment_target=target,
                                   compute_precision=ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32)
     if opts.labels:
@@ -120,20 +117,13 @@ _FP16_MAX, _FINITE = 65504.0, 1e38
 _CHUNK = 1 << 20  # elements per step of the fp16 range check
 
 
-def _lean_fp16_overflow_check() -> None:
-    """Replace coremltools' ``FP16ComputePrecision.fp16_overflow`` (the fp16 pass's test of every
-    fp32 constant) by the same test done a chunk at a time. Its own builds
-    ``np.where(abs(value) < 1e38)`` over the whole constant: three int64 index arrays for a rank-2
-    constant, 560 MB for BERT-base's 30522x768 embedding table -- the peak of the whole build.
-    The test is unchanged: is any input constant a finite-range (|x| < 1e38) value beyond
-    fp16's 65504 (tests/test_coreml_target.py compares the two)."""
-    from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
-
-    if FP16ComputePrecision.__dict__.get("fp16_overflow") is not _FP16_OVERFLOW:
-        FP16ComputePrecision.fp16_overflow = _FP16_OVERFLOW
-
-
 def _fp16_overflow(op: Any) -> bool:
+    """coremltools' ``FP16ComputePrecision.fp16_overflow`` (the fp16 pass's test of every fp32
+    constant), done a chunk at a time (installed by interop.patches for a conversion). Its own
+    builds ``np.where(abs(value) < 1e38)`` over the whole constant: three int64 index arrays for a
+    rank-2 constant, 560 MB for BERT-base's 30522x768 embedding table -- the peak of the whole
+    build. The test is unchanged: is any input constant a finite-range (|x| < 1e38) value beyond
+    fp16's 65504 (tests/test_coreml_target.py compares the two)."""
     for inputs in op.inputs.values():
         for var in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
             if (var.op is not None and var.op.op_type == "const" and var.is_tensor_or_scalar_of(dtype="fp32")
@@ -196,7 +186,7 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
     rejected: list[dict[str, str]] = []
     for path_name in order:
         try:
-            with captured(noise):
+            with captured(noise), patches.applied(*patches.COREML_CONVERSION):
                 model = _convert(path_name, module, args, spec, cases, output_names, opts, target, traced)
         except Exception as exc:
             rejected.append({"path": _capture_label(path_name), "reason": first_line(exc)})

@@ -24,28 +24,25 @@ OVERRIDES = {
     "permute": "keeps rank-6 tensors, which Core ML rejects ('only supports tensors with rank <= 5')",
     "transpose": "as permute (Swin's window partition: view to rank 6, transpose(2, 3), view back)",
 }
-_REGISTERED = False
 
 
-def register() -> None:
-    """Register every patch once (idempotent; coremltools must be importable). A patch replaces
-    a translation coremltools has itself only where that one fails (``OVERRIDES``)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
-
+def translations() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(added, replaced): op name -> translation. interop.patches registers them into coremltools
+    for a Core ML conversion and takes them out again afterwards."""
     added = {"diff": _diff, "new_ones": _new_ones, "__and__": _and, "where.scalarother": _where_scalar,
              "where.scalar": _where_scalar}
     replaced = {"adaptive_avg_pool1d": _adaptive_avg_pool1d, "adaptive_max_pool1d": _adaptive_max_pool1d,
                 "permute": _permute, "transpose": _transpose}
-    for name, fn in added.items():
-        if name not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
-            # set_func_by_name, not register_torch_op: that one refuses names ending in "_"
-            _TORCH_OPS_REGISTRY.set_func_by_name(fn, name)
-    for name, fn in replaced.items():
-        _TORCH_OPS_REGISTRY.set_func_by_name(fn, name)
-    _REGISTERED = True
+    return added, replaced
+
+
+def register() -> None:
+    """Register every translation for the rest of the process (idempotent; coremltools must be
+    importable); ``interop build`` registers them only while it converts (patches.applied). A
+    translation replaces one coremltools has itself only where that one fails (``OVERRIDES``)."""
+    from interop import patches
+
+    patches.install("coremltools-torch-ops")
 
 
 def _diff(context, node):

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from interop import patches
+
 THRESHOLD = 4096  # bytes: larger tensors live in a data file
 _CHUNK = 1 << 20  # bytes copied per read when streaming a tensor into a file
 
@@ -134,11 +136,8 @@ def weights_apart(threshold: int = THRESHOLD) -> Iterator[Held]:
         held.order = [v.debugName() for v in graph.inputs() if v.debugName() in params]
         return original(graph, {k: v for k, v in params.items() if k not in apart}, *args, **kwargs)
 
-    graph_type._export_onnx = export_onnx
-    try:
+    with patches.swapped(graph_type, "_export_onnx", export_onnx):  # declared in interop.patches
         yield held
-    finally:
-        graph_type._export_onnx = original
 
 
 def _separable(tensor: Any, threshold: int) -> bool:
