@@ -78,7 +78,10 @@ class Target:
         return prep.ref
 
     def bench(self, path: Path, spec: Any, sample: dict[str, np.ndarray], warmup: int, runs: int,
-              slow_runs: int, threads: int | None) -> dict[str, Any]:
+              slow_runs: int, threads: int | None, **options: Any) -> dict[str, Any]:
+        """Latencies of the artifact on ``sample``: {runtime: Latency JSON or {"skipped": why}}.
+        ``options``: ``report`` (the bench Subject: the build's report and artifacts, its ``trust``)
+        and ``compare_unsimplified``; a target uses what it needs and ignores the rest."""
         return {"skipped": f"interop cannot time {self.name} artifacts yet"}
 
     def inspect(self, path: Path) -> dict[str, Any]:
