@@ -302,9 +302,6 @@ def tolerance_warnings(config: BuildConfig) -> list[str]:
             for text in config.tolerance]
 
 
-TRUSTED_FORMATS = ("pickle", "state_dict", "factory")  # loading runs code from the source
-
-
 def from_report(report: dict[str, Any], trust: bool, command: str) -> BuildConfig:
     """The build's resolved settings, as its report recorded them, for ``verify`` and ``bench``
     (one function for both). ``trust`` is the command's own ``--trust``: a report never turns it
@@ -332,7 +329,11 @@ def from_report(report: dict[str, Any], trust: bool, command: str) -> BuildConfi
 
 
 def needs_trust(report: dict[str, Any], config: BuildConfig) -> bool:
-    """Loading the report's source runs code: a pickle or state_dict + factory, or a MODULE:FN."""
+    """Loading the report's source runs code: its format says so (a pickle, a state_dict +
+    factory, a MODULE:FN; see the source kinds' ``formats``), or it names a factory or an entry
+    point whatever format the report claims."""
+    from interop import sources
+
     fmt = (report.get("model") or {}).get("format")
     entry_point = ":" in config.model and not Path(config.model).exists()
-    return fmt in TRUSTED_FORMATS or bool(config.factory) or entry_point
+    return sources.runs_code(fmt) or bool(config.factory) or entry_point

@@ -250,3 +250,35 @@ def test_only_interop_patches_changes_third_party_internals():
     offenders = [f"{p.relative_to(ROOT)}: {m}" for p in (ROOT / "interop").rglob("*.py")
                  if p.name not in ("patches.py", "conformance_plugin.py") for m in markers if m in p.read_text()]
     assert offenders == []
+
+
+# --- model sources -----------------------------------------------------------------------------------
+
+
+def test_a_source_kind_registered_here_alone_feeds_the_build(tmp_path):
+    from interop import BuildConfig, build, sources
+    from interop.sources.torch_files import Source
+
+    class ZooSource(sources.SourceKind):
+        name = "test-zoo"
+        formats = {"test-zoo": True}
+
+        def claims(self, model):
+            return model.startswith("zoo:")
+
+        def load(self, model, factory, trust):
+            from tests.fixtures.models import three_layers
+
+            return Source(three_layers(), "test-zoo", model, forward_names=["x"])
+
+    sources.register_source(ZooSource)
+    try:
+        with pytest.raises(sources.RegistrationError, match="already registered"):
+            sources.register_source(ZooSource)
+        assert sources.for_model("zoo:three").name == "test-zoo"
+        assert sources.for_model("model.onnx").name == "onnx" and sources.for_model("m.pt").name == "pytorch"
+        assert sources.runs_code("test-zoo") and sources.runs_code("pickle") and not sources.runs_code("torchscript")
+        report = build(BuildConfig(model="zoo:three", inputs=["x:2x6"], targets=["onnx"], out=str(tmp_path)))
+        assert report.passed and report.data["model"]["format"] == "test-zoo"
+    finally:
+        sources.unregister_source("test-zoo")

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from interop.settings import BuildConfig, resolve
-from interop.sources.torch_files import load_source
+from interop import sources
 from interop.stages.resolve import resolve_spec
 
 
@@ -22,7 +22,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     config = resolve(config)  # the same settings, resolved the same way, as `interop build`
     chosen = targets.selected(config.targets)
     config.allow_trace_warnings = True  # report hazards instead of stopping at them
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    source = sources.load(config)
     spec = resolve_spec(config, source)
     prep = prepare(config, source, spec)
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],

@@ -65,12 +65,12 @@ def verify_report(path: str, trust: bool = False) -> Report:
 def reload(report: dict[str, Any], config: BuildConfig) -> tuple[Any, Any, Any]:
     """The build's source, input spec and prepared state again, from its report and the settings
     ``from_report`` read back (verify and bench's re-export)."""
-    from interop.sources.torch_files import load_source
+    from interop import sources
     from interop.stages.prepare import prepare
     from interop.stages.spec import InputSpec
 
     names = report["settings"]["output_names"]
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    source = sources.load(config)
     spec = InputSpec.from_json({"inputs": report["inputs"], "outputs": names})
     spec.output_names = [n for n in names if n != "classLabelProbs"] or spec.output_names
     return source, spec, prepare(config, source, spec)

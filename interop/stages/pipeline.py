@@ -10,9 +10,9 @@ from typing import Any
 from interop import __version__
 from interop.settings import BuildConfig, resolve
 from interop.errors import ExportError
-from interop.sources.torch_files import Source, load_source
+from interop import sources
+from interop.sources.torch_files import Source
 from interop.support.memory import release
-from interop.sources.onnx_file import build_from_onnx, is_onnx
 from interop.stages.outdir import OutputFolder
 from interop.stages.prepare import Prepared, prepare
 from interop.support.progress import stage
@@ -25,11 +25,13 @@ from interop.targets.base import TargetContext
 def build(config: BuildConfig) -> Report:
     """Run the whole job; returns the report (``report.passed`` decides the exit code)."""
     config = resolve(config)  # flag > --config > interop.toml beside the model > default, validated
-    if is_onnx(config.model):
-        return build_from_onnx(config)
+    kind = sources.for_model(config.model)
+    own = kind.build(config)  # a source with its own pipeline (an .onnx file)
+    if own is not None:
+        return own
     folder = OutputFolder.for_model(config.model, config.out)
     stage("loading the model")
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    source = kind.load(config.model, config.factory, config.trust)
     spec = resolve_spec(config, source)
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
