@@ -24,6 +24,7 @@ class Report:
     @classmethod
     def start(cls, config: Any, source: Any, spec: Any, names: list[str], ref: Any, all_cases: list[Any],
               target_names: list[str] | None = None) -> "Report":
+        from interop import targets
         from interop.settings import recorded, tolerance_warnings
 
         example = ref.outputs["example"][0]
@@ -38,7 +39,7 @@ class Report:
             "outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "dynamic": dims[i]}
                         for i, (n, o) in enumerate(zip(names, example))],
             "cases": [{"name": c.name, "sizes": dict(c.sizes), "samples": len(ref.samples[c.name])} for c in all_cases],
-            "targets": {t: {"status": "skipped"} for t in (target_names or ["onnx", "coreml"])},
+            "targets": {t: {"status": "skipped"} for t in (target_names or targets.default_names())},
             "agreement": [],
             "tolerances": DEFAULT_TOLERANCES,
             "warnings": tolerance_warnings(config),

@@ -8,7 +8,8 @@
   own choice of file: it may set anything but ``trust``.
 * An ``interop.toml`` beside the model came with the model: it is data, and may not loosen a
   verdict or redirect output (``NOT_FROM_MODEL_FOLDER``).
-* Values from files and reports are type-checked (``trust = "false"`` is not true).
+* Values from files and reports are type-checked (``trust = "false"`` is not true); a relative
+  path in a file (``samples``, ``labels``, ``out``) is relative to that file's folder.
 * ``trust`` comes from the command line or the API argument only: never from a file, never from a
   report (``from_report`` takes it as an argument: ``verify --trust``).
 
@@ -98,6 +99,7 @@ MODEL_FOLDER_FILE = "interop.toml"
 NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
 NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed")
 NOT_FROM_REPORTS = ("trust", "out", "keep_failed", "config")  # verify/bench: trust is their own flag
+PATH_SETTINGS = ("samples", "labels", "out")  # relative to the file that sets them
 
 
 def _setting_names() -> tuple[str, ...]:
@@ -159,7 +161,11 @@ def _file_settings(candidate: Path, kind: str) -> dict[str, Any]:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
         raise SpecError(f"{candidate} beside the model sets {', '.join(refused)}: a file that comes with a model "
                         "may not loosen verdicts or redirect output", hint=f"pass {flags} as a flag or in a --config file")
-    return {k: checked(k, v, str(candidate)) for k, v in settings.items()}
+    values = {k: checked(k, v, str(candidate)) for k, v in settings.items()}
+    for key in PATH_SETTINGS:  # a path in a file names a file beside it, wherever interop runs
+        if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+            values[key] = str(candidate.parent / values[key])
+    return values
 
 
 def checked(key: str, value: Any, where: str) -> Any:

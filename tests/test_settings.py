@@ -89,6 +89,16 @@ def test_row_pyproject_tool_section_as_config(model, tmp_path):
     assert (config.num_samples, config.targets, config.provenance["targets"]) == (4, ["onnx"], "config")
 
 
+def test_row_paths_in_a_file_are_relative_to_that_file(model, tmp_path):
+    write(model.parent / "interop.toml", 'labels = "labels.txt"\n')
+    (tmp_path / "conf").mkdir()
+    chosen = write(tmp_path / "conf" / "chosen.toml", 'samples = "data/s.npz"\n')
+    config = resolve(BuildConfig(model=str(model), config=str(chosen)))
+    assert config.labels == str(model.parent / "labels.txt")
+    assert config.samples == str(tmp_path / "conf" / "data" / "s.npz")
+    assert resolve(BuildConfig(model=str(model), labels="mine.txt")).labels == "mine.txt"  # a flag: as given
+
+
 # --- what files may not do ------------------------------------------------------------------------
 
 
