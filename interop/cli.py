@@ -80,7 +80,7 @@ def _settings_command(model_help: str) -> Callable[[Callable[[Any, bool], int]],
             def run() -> int:
                 from interop.settings import BuildConfig
 
-                given = {k: v for k, v in values.items() if v not in (None, [], (), False)}
+                given = {k: v for k, v in values.items() if not _left_out(v)}
                 if "targets" in given:
                     given["targets"] = [t.strip() for t in given["targets"].split(",") if t.strip()]
                 return fn(BuildConfig(**given), json_out)
@@ -93,6 +93,11 @@ def _settings_command(model_help: str) -> Callable[[Callable[[Any, bool], int]],
         return command
 
     return decorate
+
+
+def _left_out(value: Any) -> bool:
+    """An option the user did not give: None, an empty list, a flag not set (``0`` is given)."""
+    return value is None or value is False or (isinstance(value, (list, tuple)) and not value)
 
 
 @app.command()

@@ -163,6 +163,12 @@ def test_flag_beats_model_folder_file_end_to_end(sample_copy):
         assert key in report["settings"]
 
 
+def test_a_zero_flag_is_given_not_left_out(sample_copy):
+    model = sample_copy("lstm_sum.pt")
+    for command in ("build", "check"):
+        one_line_exit_2(runner.invoke(app, [command, str(model), "--num-samples", "0"]), "--num-samples must be at least 1")
+
+
 def test_check_and_build_take_the_same_options():
     import typer
 
