@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from interop.settings import BuildConfig, read_config_file
 from interop.errors import ExportError, SpecError
 from interop.sources.torch_files import Source, load_source
 from interop.support.memory import release
-from interop.sources.onnx_file import build_from_onnx, is_onnx
+from interop.sources.onnx_file import is_onnx
 from interop.stages.outdir import OutputFolder
 from interop.stages.prepare import Prepared, prepare
 from interop.support.progress import stage
@@ -28,16 +29,25 @@ def build(config: BuildConfig) -> Report:
     settings = read_config_file(None, Path(config.model).parent if Path(config.model).exists() else None)
     config = _with_file_defaults(config, settings)
     _check_choices(config)
-    if is_onnx(config.model):
-        return build_from_onnx(config)
     folder = OutputFolder.for_model(config.model, config.out)
+    if is_onnx(config.model):  # never overwrite the source: <stem>.interop.onnx beside <stem>.onnx
+        folder.stem += ".interop"
     stage("loading the model")
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
-    spec = resolve_spec(config, source)
+    source, spec = load(config)
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
+
+
+def load(config: BuildConfig) -> tuple[Source, InputSpec]:
+    """The source and its resolved input spec (an ONNX file's spec comes from its graph)."""
+    if is_onnx(config.model):
+        from interop.sources.onnx_file import load_onnx_source
+
+        return load_onnx_source(config)
+    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    return source, resolve_spec(config, source)
 
 
 def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
@@ -85,6 +95,8 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
     for target in chosen:
         run_target(target, ctx, report)
         release()
+    if prep.conversion is not None:
+        report.data["conversion"] = prep.conversion
     report.add_noise(prep.noise)
     report.finish()
     folder.commit(work, report, keep_failed=config.keep_failed, all_or_nothing=config.all_or_nothing)
@@ -104,11 +116,25 @@ def run_target(target: Any, ctx: TargetContext, report: Report) -> None:
     recorded as failed and the others go on."""
     stage(target.stage or f"building {target.name}")
     started = time.perf_counter()
+    problem = ctx.prep.conversion_problem
+    if problem and not target.uses_source_file(ctx):
+        report.target_failed(target.name, f"not built: {problem}", 0.0)
+        return
+    fixed = ctx.prep.static is not None and not target.uses_source_file(ctx)
+    if fixed:  # a converted graph whose shapes are computed at run time: the example shapes only
+        ctx = dataclasses.replace(ctx, spec=ctx.prep.static_spec, prep=ctx.prep.static)
     try:
         result = target.build(ctx)
     except ExportError as exc:
         report.target_failed(target.name, str(exc), time.perf_counter() - started)
         return
+    if fixed:
+        note = (f"{target.name}: FIXED input shapes (the example case only): the ONNX graph computes shapes at run "
+                f"time, which neither torch.jit.trace nor torch.export can keep flexible "
+                f"({ctx.prep.static_reason[:200]}); the ONNX artifact keeps its dynamic axes")
+        result.entry.setdefault("notes", []).append(note)
+        result.entry["declared_shapes"] = "fixed"
+        report.data["warnings"].append(note)
     report.target_built(target.name, result, time.perf_counter() - started)
 
 
