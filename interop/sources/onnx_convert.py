@@ -179,9 +179,22 @@ def _constant_value(graph: Any, name: str) -> Any:
     return None
 
 
+INSTALL_HINT = f"pip install --no-deps {CONVERTER}==1.5.15 (the Makefile does)"
+
+
+def available() -> bool:
+    try:
+        _import_onnx2torch()
+    except ImportError:
+        return False
+    return True
+
+
 def unsupported_ops(model: Any) -> list[dict[str, Any]]:
-    """ONNX nodes the converter has no converter for, grouped by op type with node names and counts."""
-    _import_onnx2torch()
+    """ONNX nodes the converter has no converter for, grouped by op type with node names and counts
+    (empty when the converter is not installed: :func:`available` says so)."""
+    if not available():
+        return []
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 
     opset = {o.domain or "": o.version for o in model.opset_import}
@@ -220,7 +233,10 @@ def _all_nodes(graph: Any):
 
 def convert(model: Any) -> Any:
     """The ONNX ModelProto as a torch.fx GraphModule (eval mode); raises with the converter's words."""
-    onnx2torch = _import_onnx2torch()
+    try:
+        onnx2torch = _import_onnx2torch()
+    except ImportError as exc:
+        raise ImportError(f"{CONVERTER} is not installed: {INSTALL_HINT}") from exc
     import copy
 
     return onnx2torch.convert(copy.deepcopy(model)).eval()

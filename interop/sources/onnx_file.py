@@ -109,8 +109,11 @@ def load_onnx_source(config: BuildConfig) -> tuple[OnnxSource, InputSpec]:
         with captured(Noise()):
             module = onnx_convert.convert(model)
     except Exception as exc:
-        converter["error"] = f"{onnx_convert.CONVERTER} cannot convert the graph: {first_line(exc)}"
         converter["unsupported"] = onnx_convert.unsupported_ops(model)
+        ops = "; ".join(f"{u['op']} x{u['count']} ({', '.join(u['nodes'][:3])})" for u in converter["unsupported"])
+        converter["error"] = (f"{onnx_convert.CONVERTER} cannot convert the graph: "
+                              + (f"no converter for ONNX op(s) {ops}" if ops else first_line(exc))
+                              + "; the ONNX target does not depend on it (--targets onnx ships ONNX alone)")
     reference = ort_module(path, [i.name for i in _graph_inputs(model)], outputs)
     source = OnnxSource(module, "onnx", str(path), file_sha256(path), hints={}, forward_names=spec.names(),
                         reference_module=reference, model_proto=model, converter=converter,
