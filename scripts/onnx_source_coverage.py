@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 DOC = ROOT / "docs" / "coverage.md"
 BEGIN, END = "<!-- onnx-source:begin -->", "<!-- onnx-source:end -->"
 TIMEOUT = 900

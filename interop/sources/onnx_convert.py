@@ -50,7 +50,8 @@ VERSION_ALIASES: dict[tuple[str, int], int] = {
 }
 # attribute or input that makes a later version compute something the aliased converter does not
 _NOT_ALIASED_WHEN = {
-    "Pad": lambda node: len(node.input) > 3 and bool(node.input[3]),  # axes input
+    "Pad": lambda node: (len(node.input) > 3 and bool(node.input[3])) or any(  # 18: axes input; 19: mode wrap
+        a.name == "mode" and a.s == b"wrap" for a in node.attribute),
     "Resize": lambda node: any(a.name in ("antialias", "axes", "keep_aspect_ratio_policy") and
                                (a.i != 0 if a.name == "antialias" else True) for a in node.attribute),
     "AveragePool": lambda node: any(a.name == "dilations" and any(v != 1 for v in a.ints) for a in node.attribute),
