@@ -5,6 +5,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.interop-installed
 TORCH   := torch==2.13.0
+# ONNX -> PyTorch for .onnx sources. --no-deps: its metadata requires torchvision (only for its NMS and
+# RoiAlign converters), and PyPI's torchvision pulls a CUDA torch of several GB (see pyproject.toml).
+ONNX2TORCH := onnx2torch==1.5.15
 
 .PHONY: demo test test-all samples conformance coverage clean
 
@@ -14,6 +17,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(ONNX2TORCH)
 	touch $(STAMP)
 
 samples/mobilenet_v2.pt: $(STAMP) samples/models.py scripts/make_samples.py

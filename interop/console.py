@@ -74,6 +74,12 @@ def render_check(result: dict[str, Any]) -> None:
         console.print(table)
     else:
         console.print("[green]every traced op has a translation on both targets[/]")
+    for u in result.get("onnx_ops") or []:
+        console.print(f"[red]ONNX op {u['op']} ({u['domain']}) x{u['count']}: {u['converter']} cannot convert it "
+                      f"(nodes {', '.join(u['nodes'])}); Core ML cannot be built from this graph[/]")
+    conversion = result.get("conversion")
+    if conversion and not conversion.get("passed") and not result.get("onnx_ops"):
+        console.print(f"[red]conversion: {conversion.get('problem')}[/]")
     for h in result["hazards"]:
         console.print(f"[red]trace hazard: {h}[/]")
     console.print("[bold red]would fail[/]" if result["would_fail"] else "[bold green]no blocking problem found[/]")

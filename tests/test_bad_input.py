@@ -159,12 +159,13 @@ def test_config_files_and_priority(tmp_path):
     assert json.loads(flags_win.stdout)["inputs"][0]["dynamic"]["0"]["max"] == 4
 
 
-def test_onnx_input_runs_the_onnx_only_pipeline(good_out, tmp_path):
+def test_onnx_input_builds_both_targets_beside_the_source(good_out, tmp_path):
     import json
 
     result = runner.invoke(app, ["build", str(good_out / "lstm_sum.onnx"), "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["targets"]["coreml"]["status"] == "skipped" and "coremltools" in report["warnings"][0]
+    assert report["targets"]["coreml"]["status"] == "ok" and report["conversion"]["passed"]
     assert {a["case"] for a in report["agreement"]} == {"example", "batch=3"}
-    assert (tmp_path / "lstm_sum.interop.onnx").exists()
+    assert {a["target"] for a in report["agreement"]} == {"onnx", "coreml"}
+    assert (tmp_path / "lstm_sum.interop.onnx").exists() and (tmp_path / "lstm_sum.interop.mlpackage").exists()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from interop.settings import BuildConfig, resolve
 from interop import sources
-from interop.stages.resolve import resolve_spec
+from interop.settings import BuildConfig, resolve
 
 
 def check_model(config: BuildConfig) -> dict[str, Any]:
@@ -22,13 +21,18 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     config = resolve(config)  # the same settings, resolved the same way, as `interop build`
     chosen = targets.selected(config.targets)
     config.allow_trace_warnings = True  # report hazards instead of stopping at them
-    source = sources.load(config)
-    spec = resolve_spec(config, source)
+    kind = sources.for_model(config.model)
+    source = kind.load(config.model, config.factory, config.trust)
+    spec = kind.resolve_spec(config, source)
     prep = prepare(config, source, spec)
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
                               "outputs": prep.names, "ops": [], "targets": [t.name for t in chosen], "hazards": [h.line() for h in prep.hazards if h.blocking],
                               "trace_warnings": [h.line() for h in prep.hazards if not h.blocking]}
-    if prep.trace.error is not None:
+    if source.format == "onnx":
+        chosen = _onnx_source_check(source, prep, chosen, result)
+    if prep.trace is None:
+        pass
+    elif prep.trace.error is not None:
         result["trace_error"] = f"{type(prep.trace.error).__name__}: {str(prep.trace.error).splitlines()[0][:300]}"
     else:
         from interop.support.quiet import captured
@@ -38,6 +42,23 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
         result["ops"] = [u.to_json() for u in ops]
         result["blocked_targets"] = sorted({t for u in ops for t in u.blocking()})
     blocking = result.get("blocked_targets")
+    if result.get("converter_blocked"):
+        blocking = sorted(set(blocking or []) | set(result["converter_blocked"]))
+        result["blocked_targets"] = blocking
     result["would_fail"] = bool(blocking or result["hazards"])
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def _onnx_source_check(source: Any, prep: Any, chosen: list[Any], result: dict[str, Any]) -> list[Any]:
+    """An ONNX source: the ONNX op types the converter cannot handle (node names, counts), and the
+    conversion's agreement with ONNX Runtime; the ONNX target ships the file itself, so only the
+    targets built from the converted module are checked op by op."""
+    from interop.sources import onnx_convert
+
+    result["onnx_ops"] = onnx_convert.unsupported_ops(source.model_proto)
+    result["conversion"] = prep.conversion
+    module_targets = [t for t in chosen if t.name != "onnx"]
+    if prep.conversion_problem:
+        result["converter_blocked"] = [t.name for t in module_targets]
+    return module_targets

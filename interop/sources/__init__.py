@@ -10,7 +10,8 @@ build instead (``build``). The pipeline, ``check``, ``verify`` and ``bench`` fin
 Built-in kinds (registered by the modules in ``BUILTIN``; kinds are asked newest first, so a
 plugin is asked before the built-ins and the catch-all ``pytorch`` last):
 
-* ``onnx``: an ``.onnx`` file (sources/onnx_file.py: the ONNX-only pipeline);
+* ``onnx``: an ``.onnx`` file (sources/onnx_file.py: ONNX Runtime on the file as the reference, the
+  graph converted to PyTorch by onnx2torch for the targets built from a module);
 * ``pytorch``: everything else (sources/torch_files.py: TorchScript, ``.pt2`` ExportedProgram,
   pickled module, state_dict + ``--factory``, ``MODULE:FN`` entry point).
 
@@ -44,6 +45,16 @@ class SourceKind:
     def load(self, model: str, factory: str | None, trust: bool) -> Any:
         """The model as an ``interop.sources.torch_files.Source`` (module in eval mode, hints)."""
         raise NotImplementedError
+
+    def resolve_spec(self, config: Any, source: Any) -> Any:
+        """The build's input spec: flags > config > what the source carries (stages/resolve.py)."""
+        from interop.stages.resolve import resolve_spec
+
+        return resolve_spec(config, source)
+
+    def artifact_stem(self, stem: str) -> str:
+        """The stem of the artifacts built from a model with this file stem."""
+        return stem
 
     def build(self, config: Any) -> Any | None:
         """A whole build for a source with its own pipeline (returns the Report); None: the

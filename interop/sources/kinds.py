@@ -29,7 +29,8 @@ class PytorchSource(SourceKind):
 
 @register_source
 class OnnxSource(SourceKind):
-    """An ``.onnx`` file: its own pipeline (ONNX -> simplified ONNX, checked in ONNX Runtime)."""
+    """An ``.onnx`` file: ONNX Runtime on the file is the reference; targets built from a module
+    build from the graph converted to PyTorch (sources/onnx_file.py, sources/onnx_convert.py)."""
 
     name = "onnx"
     formats = {"onnx": False}
@@ -38,12 +39,14 @@ class OnnxSource(SourceKind):
         return Path(model).suffix.lower() == ".onnx"
 
     def load(self, model: str, factory: str | None, trust: bool) -> Any:
-        from interop.errors import SpecError
+        from interop.sources.onnx_file import load_onnx_file
 
-        raise SpecError(f"{model} is an ONNX model: interop builds from it with `interop build`, but "
-                        "cannot run PyTorch-only steps on it", hint="pass the PyTorch model instead")
+        return load_onnx_file(Path(model))
 
-    def build(self, config: Any) -> Any:
-        from interop.sources.onnx_file import build_from_onnx
+    def resolve_spec(self, config: Any, source: Any) -> Any:
+        from interop.sources.onnx_file import onnx_spec
 
-        return build_from_onnx(config)
+        return onnx_spec(config, source)
+
+    def artifact_stem(self, stem: str) -> str:
+        return stem + ".interop"  # <stem>.interop.onnx beside the source <stem>.onnx

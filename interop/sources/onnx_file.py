@@ -1,25 +1,26 @@
-"""An ``.onnx`` file as the source: the ONNX-only pipeline (full check, simplification kept only
-when numerics hold, ONNX Runtime at every shape case). Core ML is skipped: coremltools removed
-its ONNX converter (coremltools 6), so a Core ML package has to come from the PyTorch source."""
+"""An ``.onnx`` file as the source.
+
+The reference is ONNX Runtime on the source file itself. Targets that build from a PyTorch module
+(Core ML, Core AI) build from the graph converted to PyTorch by onnx2torch
+(``sources/onnx_convert.py``; coremltools removed its own ONNX frontend in coremltools 6); that
+converted module is checked against ONNX Runtime at every shape case first, so a converter fault
+is reported as the converter's, not the target's. The ONNX target ships the checked source graph
+(simplified only when numerics hold)."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from interop.errors import LoadError, SpecError, first_line
 from interop.settings import BuildConfig
-from interop.errors import LoadError, SpecError
 from interop.sources.torch_files import Source, file_sha256
-from interop.stages.outdir import OutputFolder
-from interop.support.quiet import Noise
-from interop.report import Report
-from interop.stages.spec import DEFAULT_MAX, DynamicAxis, InputSpec, TensorSpec, apply_dynamic, cases, make_sample, parse_dynamic, parse_input, validate
+from interop.stages.spec import DEFAULT_MAX, DynamicAxis, InputSpec, TensorSpec, apply_dynamic, parse_dynamic, parse_input, validate
 
-COREML_NOTE = ("Core ML skipped: coremltools no longer converts ONNX (its ONNX converter was removed in "
-               "coremltools 6); build from the PyTorch model to get a Core ML package")
 _DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 5: "int16", 3: "int8", 2: "uint8", 9: "bool"}
 
 
@@ -46,8 +47,11 @@ def spec_from_graph(model: Any, config: BuildConfig) -> InputSpec:
     """Flags win; otherwise the graph's inputs, symbolic dims becoming dynamic axes (example 1)."""
     initializers = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    carried = _carried_spec(model)
     if config.inputs:
         spec = InputSpec([parse_input(t) for t in config.inputs])
+    elif carried is not None:  # an ONNX file interop wrote carries its spec (examples and ranges)
+        spec = carried
     else:
         tensors = []
         for inp in graph_inputs:
@@ -72,64 +76,141 @@ def spec_from_graph(model: Any, config: BuildConfig) -> InputSpec:
     return spec
 
 
-def build_from_onnx(config: BuildConfig) -> Report:
-    from interop.compare import diffs as _diffs
-    from interop.stages.prepare import Reference
-    from interop.stages.samples import draw
+@dataclass
+class OnnxSource(Source):
+    """An ONNX file: ``module`` is the graph converted to PyTorch (None when the converter failed:
+    ``converter['error']`` says why), ``reference_module`` runs the file in ONNX Runtime."""
+
+    reference_module: Any = None
+    model_proto: Any = None
+    converter: dict[str, Any] = field(default_factory=dict)
+    onnx_parameters: int = 0
+
+    @property
+    def parameters(self) -> int:
+        return self.onnx_parameters
+
+
+def load_onnx_file(path: Path) -> OnnxSource:
+    """Load and check the file and convert its graph to PyTorch (a converter failure is recorded,
+    not raised: the ONNX target does not need the conversion)."""
+    from interop.sources import onnx_convert
+    from interop.support.quiet import Noise, captured
+
+    model = load_onnx(path)
+    outputs = [o.name for o in model.graph.output]
+    converter: dict[str, Any] = {"name": onnx_convert.CONVERTER, "version": onnx_convert.version(), "error": None,
+                                 "unsupported": []}
+    module = None
+    try:
+        with captured(Noise()):
+            module = onnx_convert.convert(model)
+    except Exception as exc:
+        converter["unsupported"] = onnx_convert.unsupported_ops(model)
+        ops = "; ".join(f"{u['op']} x{u['count']} ({', '.join(u['nodes'][:3])})" for u in converter["unsupported"])
+        converter["error"] = (f"{onnx_convert.CONVERTER} cannot convert the graph: "
+                              + (f"no converter for ONNX op(s) {ops}" if ops else first_line(exc))
+                              + "; the ONNX target does not depend on it (--targets onnx ships ONNX alone)")
+    inputs = [i.name for i in _graph_inputs(model)]
+    return OnnxSource(module, "onnx", str(path), file_sha256(path), hints={}, forward_names=inputs,
+                      reference_module=ort_module(path, inputs, outputs), model_proto=model, converter=converter,
+                      onnx_parameters=int(sum(int(np.prod(i.dims)) for i in model.graph.initializer)))
+
+
+def onnx_spec(config: BuildConfig, source: OnnxSource) -> InputSpec:
+    """The spec from the graph (flags win; the spec an interop-written file carries next)."""
+    spec = spec_from_graph(source.model_proto, config)
+    if not config.output_names:
+        spec.output_names = [o.name for o in source.model_proto.graph.output]
+    source.forward_names = spec.names()
+    return spec
+
+
+def load_onnx_source(config: BuildConfig) -> tuple[OnnxSource, InputSpec]:
+    source = load_onnx_file(Path(config.model))
+    return source, onnx_spec(config, source)
+
+
+def _graph_inputs(model: Any) -> list[Any]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def ort_module(path: Path, inputs: list[str], outputs: list[str]) -> Any:
+    """A torch module whose forward runs the ONNX file in ONNX Runtime: the reference, composable
+    with interop's preprocessing and softmax wrappers like any PyTorch model."""
+    import torch
+
+    from interop.runtimes.onnxruntime import session
+
+    class OnnxRuntimeReference(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.session = session(str(path))
+
+        def forward(self, *args: Any) -> tuple:
+            feeds = {n: a.detach().cpu().numpy() for n, a in zip(inputs, args)}
+            try:
+                got = self.session.run(outputs, feeds)
+            except Exception as exc:
+                raise SpecError(f"ONNX Runtime fails on the source model with inputs "
+                                f"{ {n: list(v.shape) for n, v in feeds.items()} }: {first_line(exc)}",
+                                hint="fix --input / --dynamic to shapes the model accepts") from exc
+            return tuple(torch.from_numpy(np.asarray(g)) for g in got)
+
+    return OnnxRuntimeReference().eval()
+
+
+def _carried_spec(model: Any) -> InputSpec | None:
+    import json
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "interop.spec" not in meta:
+        return None
+    try:
+        return InputSpec.from_json(json.loads(meta["interop.spec"]))
+    except Exception:  # a damaged or foreign value: fall back to the graph's own shapes
+        return None
+
+
+def build_onnx_file(ctx: Any) -> Any:
+    """The ONNX target for an ONNX source: the checked source graph, simplified when numerics hold,
+    run in ONNX Runtime at every case against the reference (ONNX Runtime on the source file)."""
+    import onnx
+
+    from interop.compare import diffs
+    from interop.errors import ExportError
     from interop.runtimes.onnxruntime import run_onnx, session
+    from interop.stages.agreement import run_cases
+    from interop.targets.base import TargetResult
     from interop.targets.onnx import node_count, simplify
 
-    path = Path(config.model)
-    model = load_onnx(path)
-    spec = spec_from_graph(model, config)
-    source = Source(None, "onnx", str(path), file_sha256(path))
-    all_cases = cases(spec)
-    original = session(str(path))
-    ref = Reference()
-    for case in all_cases:
-        ref.samples[case.name] = draw(spec, case, config.seed, config.num_samples)
-        try:
-            ref.outputs[case.name] = [run_onnx(original, s) for s in ref.samples[case.name]]
-        except Exception as exc:
-            raise SpecError(f"the ONNX model fails on case {case.name}: {type(exc).__name__}",
-                            hint="fix --input / --dynamic to shapes the model accepts") from exc
-    names = [o.name for o in original.get_outputs()]
-    folder = OutputFolder(Path(config.out) if config.out else path.parent, path.stem + ".interop")
-    with folder.session() as work:
-        report = Report.start(config, source, spec, names, ref, all_cases)
-        report.data["model"]["parameters"] = int(sum(np.prod(i.dims) for i in model.graph.initializer))
-        noise = Noise()
-        simplified, why = simplify(model, noise)
-        candidate = work / f"{folder.stem}.onnx"
-        kept = "the input model"
-        if simplified is not None:
-            import onnx
-
-            onnx.save(simplified, str(candidate))
-            sess = session(str(candidate))
-            got = {c: [run_onnx(sess, s) for s in ref.samples[c]] for c in ref.samples}
-            diffs = _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config.tolerance)
-            if all(d.passed for d in diffs):
-                kept = "simplified"
-            else:
-                why = "onnxsim changed numerics"
-        if kept != "simplified":
-            shutil.copy(path, candidate)
-            sess = session(str(candidate))
-            got = {c: [run_onnx(sess, s) for s in ref.samples[c]] for c in ref.samples}
-            diffs = _diffs("onnx", "onnxruntime", ref, got, names, "fp32", config.tolerance)
-        report.artifacts["onnx"] = candidate
-        report.data["targets"]["onnx"] = {
-            "status": "ok", "path": None, "exporter": "none (ONNX input)",
-            "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
-            "nodes_before": node_count(model), "nodes_after": node_count(simplified) if kept == "simplified" else node_count(model),
-            "simplified": kept == "simplified", "seconds": None, "error": None,
-            "notes": ["reference: the input ONNX model in ONNX Runtime"] + ([f"kept the input model: {why}"] if why else []),
-            "verified_cases": [c.name for c in all_cases]}
-        report.data["targets"]["coreml"] = {"status": "skipped", "path": None, "error": None, "note": COREML_NOTE}
-        report.data["warnings"].append(COREML_NOTE)
-        report.add_agreement(diffs)
-        report.add_noise(noise)
-        report.finish()
-        folder.commit(work, report, keep_failed=config.keep_failed)
-    return report
+    source, prep, config = ctx.source, ctx.prep, ctx.config
+    model = source.model_proto
+    simplified, why = simplify(model, ctx.noise)
+    candidate = ctx.work / f"{ctx.stem}.onnx"
+    kept, rows = "the input model", []
+    if simplified is not None:
+        onnx.save(simplified, str(candidate))
+        sess = session(str(candidate))
+        rows = diffs("onnx", "onnxruntime", prep.ref, run_cases(lambda s: run_onnx(sess, s), prep.ref), prep.names,
+                     "fp32", config.tolerance)
+        if all(d.passed for d in rows):
+            kept = "simplified"
+        else:
+            why = "onnxsim changed numerics"
+    if kept != "simplified":
+        shutil.copy(source.path, candidate)
+        sess = session(str(candidate))
+        rows = diffs("onnx", "onnxruntime", prep.ref, run_cases(lambda s: run_onnx(sess, s), prep.ref), prep.names,
+                     "fp32", config.tolerance)
+    if not rows:
+        raise ExportError("the ONNX model could not be checked", hint="see the report")
+    entry = {"exporter": "none (ONNX input)",
+             "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+             "nodes_before": node_count(model),
+             "nodes_after": node_count(simplified) if kept == "simplified" else node_count(model),
+             "simplified": kept == "simplified", "external_data": False,
+             "notes": ["reference: the input ONNX model in ONNX Runtime"] + ([f"kept the input model: {why}"] if why else []),
+             "verified_cases": [c.name for c in prep.cases]}
+    return TargetResult(candidate, entry, rows)

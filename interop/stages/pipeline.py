@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from interop.stages.outdir import OutputFolder
 from interop.stages.prepare import Prepared, prepare
 from interop.support.progress import stage
 from interop.report import Report
-from interop.stages.resolve import resolve_spec
 from interop.stages.spec import InputSpec
 from interop.targets.base import TargetContext
 
@@ -26,13 +26,14 @@ def build(config: BuildConfig) -> Report:
     """Run the whole job; returns the report (``report.passed`` decides the exit code)."""
     config = resolve(config)  # flag > --config > interop.toml beside the model > default, validated
     kind = sources.for_model(config.model)
-    own = kind.build(config)  # a source with its own pipeline (an .onnx file)
+    own = kind.build(config)  # a source with its own pipeline
     if own is not None:
         return own
     folder = OutputFolder.for_model(config.model, config.out)
+    folder.stem = kind.artifact_stem(folder.stem)  # an .onnx source never overwrites itself
     stage("loading the model")
     source = kind.load(config.model, config.factory, config.trust)
-    spec = resolve_spec(config, source)
+    spec = kind.resolve_spec(config, source)
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
     with folder.session() as work:
@@ -55,6 +56,8 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
     for target in chosen:
         run_target(target, ctx, report)
         release()
+    if prep.conversion is not None:
+        report.data["conversion"] = prep.conversion
     report.add_noise(prep.noise)
     report.finish()
     folder.commit(work, report, keep_failed=config.keep_failed, all_or_nothing=config.all_or_nothing)
@@ -74,11 +77,25 @@ def run_target(target: Any, ctx: TargetContext, report: Report) -> None:
     recorded as failed and the others go on."""
     stage(target.stage or f"building {target.name}")
     started = time.perf_counter()
+    problem = ctx.prep.conversion_problem
+    if problem and not target.uses_source_file(ctx):
+        report.target_failed(target.name, f"not built: {problem}", 0.0)
+        return
+    fixed = ctx.prep.static is not None and not target.uses_source_file(ctx)
+    if fixed:  # a converted graph whose shapes are computed at run time: the example shapes only
+        ctx = dataclasses.replace(ctx, spec=ctx.prep.static_spec, prep=ctx.prep.static)
     try:
         result = target.build(ctx)
     except ExportError as exc:
         report.target_failed(target.name, str(exc), time.perf_counter() - started)
         return
+    if fixed:
+        note = (f"{target.name}: FIXED input shapes (the example case only): the ONNX graph computes shapes at run "
+                f"time, which neither torch.jit.trace nor torch.export can keep flexible "
+                f"({ctx.prep.static_reason[:200]}); the ONNX artifact keeps its dynamic axes")
+        result.entry.setdefault("notes", []).append(note)
+        result.entry["declared_shapes"] = "fixed"
+        report.data["warnings"].append(note)
     report.target_built(target.name, result, time.perf_counter() - started)
 
 

@@ -44,6 +44,15 @@ class Prepared:
     trace: Any = None
     noise: Noise = field(default_factory=Noise)
     hazards: list[Hazard] = field(default_factory=list)
+    conversion: dict[str, Any] | None = None  # a converted source's check against its reference
+    softmax: bool = False  # interop appended a softmax (a classifier whose first output was logits)
+    static: "Prepared | None" = None  # the same at fixed example shapes, for targets built from a module
+    static_spec: Any = None
+    static_reason: str = ""
+
+    @property
+    def conversion_problem(self) -> str | None:
+        return self.conversion.get("problem") if self.conversion and not self.conversion.get("passed") else None
 
 
 def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
@@ -53,23 +62,103 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     labels = read_labels(config.labels) if config.labels else source.hints.get("labels")
     all_cases = cases(spec)
     pixels = {image.input} if image else set()
-    module = wrap(source.module, spec.names(), image, softmax=False)
-    ref = reference(module, spec, all_cases, config, pixels)
+    # the reference: the model itself, or for a converted source (an ONNX file) the original in its runtime
+    base = getattr(source, "reference_module", None) or source.module
+    converted = base is not source.module
+    softmax = False
+    ref = reference(wrap(base, spec.names(), image, softmax=False), spec, all_cases, config, pixels)
     if labels:
         _check_labels(labels, ref)
         if not looks_like_probabilities(ref.outputs["example"][0][:1]):
-            module = wrap(source.module, spec.names(), image, softmax=True)
-            ref = reference(module, spec, all_cases, config, pixels)
-    names = output_names(source.module, spec, ref, config)
+            softmax = True
+            ref = reference(wrap(base, spec.names(), image, softmax=True), spec, all_cases, config, pixels)
+    module = wrap(source.module, spec.names(), image, softmax=softmax) if source.module is not None else None
+    names = output_names(base, spec, ref, config)
     if labels:
         names[0] = PROBS
     prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases))
+    prep.softmax = softmax
+    if converted:
+        prep.conversion = check_conversion(source, module, spec, ref, config, names)
+    if module is None:
+        return prep
     prep.trace = Trace(module, prep.export_args, prep.noise)
     if prep.trace.traced is not None and prep.trace.traced is not module:
         prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
+    if converted:  # the trace of a converted graph only feeds targets built from it; their checks judge it
+        departs = [h for h in prep.hazards if h.blocking]
+        for hazard in prep.hazards:
+            hazard.blocking = False
+        if departs or prep.trace.error is not None:
+            prep.static = static_conversion(source, spec, prep, config, departs[0].line() if departs else
+                                            str(prep.trace.error))
     if not config.allow_trace_warnings:
         fail_on_hazards(prep.hazards)
     return prep
+
+
+def static_conversion(source: Source, spec: InputSpec, prep: Prepared, config: BuildConfig, why: str
+                      ) -> "Prepared | None":
+    """A converted graph that computes shapes at run time (ONNX Shape -> Gather -> Concat -> Reshape)
+    cannot be captured with flexible shapes: torch.jit.trace bakes the sizes, torch.export stops at
+    the data-dependent values. Targets built from the module then get the graph at the example
+    shapes (onnxsim folds the shape arithmetic), checked at the example case only."""
+    import copy
+
+    import onnxsim
+
+    from interop.sources import onnx_convert
+
+    example = prep.ref.samples["example"][0]
+    shapes = {t.name: list(example[t.name].shape) for t in spec.inputs}
+    try:
+        with captured(prep.noise):
+            fixed, ok = onnxsim.simplify(copy.deepcopy(source.model_proto), overwrite_input_shapes=shapes)
+            module = onnx_convert.convert(fixed) if ok else None
+    except Exception:
+        return None
+    if module is None:
+        return None
+    fixed_spec = InputSpec.from_json(spec.to_json())
+    for t in fixed_spec.inputs:
+        t.dynamic = {}
+        t.shape = tuple(shapes[t.name])
+    import torch
+
+    wrapped = wrap(module, spec.names(), prep.image, softmax=prep.softmax)
+    ref = Reference({"example": prep.ref.samples["example"]}, {"example": prep.ref.outputs["example"]})
+    args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
+    static = Prepared(wrapped, cases(fixed_spec), ref, prep.names, prep.image, prep.labels, args, noise=prep.noise)
+    static.trace = Trace(wrapped, args, prep.noise)
+    prep.static_spec, prep.static_reason = fixed_spec, why
+    return static
+
+
+def check_conversion(source: Source, module: Any, spec: InputSpec, ref: "Reference", config: BuildConfig,
+                     names: list[str]) -> dict[str, Any]:
+    """A converted source (ONNX -> PyTorch): the converted module against the reference at every
+    case, so that a converter fault is reported as the converter's, never as a target's."""
+    from interop.compare import diffs
+    from interop.stages.agreement import run_cases
+
+    info = dict(getattr(source, "converter", {}) or {})
+    if module is None:
+        info["passed"], info["problem"] = False, info.get("error") or "the source could not be converted"
+        return info
+    try:
+        got = run_cases(lambda s: run_torch(module, s, spec.names()), ref)
+    except Exception as exc:
+        info["passed"] = False
+        info["problem"] = f"the {info.get('name', 'converted')} module fails to run: {type(exc).__name__}: {exc}"[:400]
+        return info
+    rows = diffs("converter", info.get("name", "converter"), ref, got, names, "fp32", config.tolerance)
+    bad = next((d for d in rows if not d.passed), None)
+    info["passed"] = bad is None
+    info["worst_rel_l2"] = max((float(d.rel_l2) for d in rows), default=0.0)
+    info["problem"] = None if bad is None else (
+        f"the ONNX -> PyTorch converter ({info.get('name')}) disagrees with ONNX Runtime on the source at case "
+        f"{bad.case}, output {bad.output}: {bad.note}")
+    return info
 
 
 def _check_labels(labels: list[str], ref: "Reference") -> None:

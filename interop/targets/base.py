@@ -95,6 +95,11 @@ class Target:
         """'ok', or why the op (a TorchScript ``aten::`` kind) has no translation for this target."""
         return "ok"
 
+    def uses_source_file(self, ctx: TargetContext) -> bool:
+        """True when this target builds from the source file itself rather than from the PyTorch
+        module (the ONNX target of an ONNX source): it does not depend on a converted module."""
+        return False
+
     def owns(self, path: Path) -> bool:
         return path.name.endswith(self.suffix)
 

@@ -334,8 +334,16 @@ class OnnxTarget(Target):
     default = True
     stage = "exporting and verifying ONNX"
 
+    def uses_source_file(self, ctx: TargetContext) -> bool:
+        return ctx.source.format == "onnx" and ctx.prep.image is None and not ctx.prep.labels
+
     def build(self, ctx: TargetContext) -> TargetResult:
         from interop.compare import diffs
+
+        if self.uses_source_file(ctx):
+            from interop.sources.onnx_file import build_onnx_file
+
+            return build_onnx_file(ctx)
         from interop.stages.localise import first_onnx_departure, localise
         from interop.stages.prepare import output_dims
 
