@@ -240,3 +240,25 @@ def test_mobilenet_v2_seed_flow_from_onnx(tmp_path):
     code, report = _build_onnx(path, tmp_path / "out", "--image", "image", "--mean", "0.485,0.456,0.406", "--std",
                                "0.229,0.224,0.225", "--labels", str(ROOT / "samples" / "mobilenet_v2.labels.txt"))
     _assert_both_agree(code, report)
+
+
+def test_verify_replays_an_onnx_source_build_and_catches_an_edited_package(tmp_path):
+    import shutil
+
+    path = tmp_path / "g.onnx"
+    onnx.save(_helper_graph(13), str(path))
+    code, report = _build_onnx(path, tmp_path / "out", "--dynamic", "x:0=batch:1..8", "--precision", "fp32")
+    _assert_both_agree(code, report)
+    report_path = tmp_path / "out" / "g.interop.report.json"
+    again = runner.invoke(app, ["verify", str(report_path), "--json"])
+    assert again.exit_code == 0, again.output
+    assert {a["target"] for a in json.loads(again.stdout)["agreement"]} == {"onnx", "coreml"}
+    weights = next((tmp_path / "out" / "g.interop.mlpackage").rglob("weight.bin"))
+    blob = bytearray(weights.read_bytes())
+    for i in range(len(blob) - 256, len(blob)):  # the last weights, whatever they are
+        blob[i] ^= 0x40
+    weights.write_bytes(bytes(blob))
+    broken = runner.invoke(app, ["verify", str(report_path), "--json"])
+    assert broken.exit_code == 1
+    assert json.loads(broken.stdout)["targets"]["coreml"]["status"] in ("disagrees", "not-executed", "failed")
+    shutil.rmtree(tmp_path / "out")
