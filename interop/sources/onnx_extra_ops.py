@@ -245,6 +245,35 @@ def _split_num_outputs(original: Any) -> Any:
     return converter
 
 
+def _layer_norm(original: Any) -> Any:
+    """LayerNormalization whose input has symbolic dims: onnx2torch 1.5.15 reads the normalized shape
+    from the input's value_info (a symbolic dim reads as 0); the scale's shape is that shape."""
+
+    def converter(node: Any, graph: Any) -> Any:
+        import torch
+
+        names = node.input_values
+        if not all(n in graph.initializers for n in names[1:] if n):
+            return original(node, graph)
+        scale = graph.initializers[names[1]].to_torch()
+        axis = int(node.attributes.get("axis", -1))
+        info = graph.value_info.get(names[0]) if hasattr(graph.value_info, "get") else None
+        rank = len(info.type.tensor_type.shape.dim) if info is not None else None
+        covered = -axis if axis < 0 else (rank - axis if rank is not None else None)
+        if covered != scale.dim():  # a broadcast scale: the normalized shape is not the scale's
+            return original(node, graph)
+        bias = graph.initializers[names[2]].to_torch() if len(names) > 2 and names[2] else None
+        module = torch.nn.LayerNorm(list(scale.shape), eps=float(node.attributes.get("epsilon", 1e-5)),
+                                    elementwise_affine=True, bias=bias is not None)
+        with torch.no_grad():
+            module.weight.copy_(scale)
+            if bias is not None:
+                module.bias.copy_(bias)
+        return _result(module, (names[0],), node.output_values)
+
+    return converter
+
+
 def register() -> None:
     import torch
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
@@ -259,6 +288,9 @@ def register() -> None:
         add("GRU", version, lambda n, g: _recurrent("GRU", n, g))
     for version in (1, 9, 11, 13, 21, 23):
         add("Flatten", version, _flatten, replace=True)
+    key = OperationDescription(domain="", operation_type="LayerNormalization", version=17)
+    if key in _CONVERTER_REGISTRY:
+        add("LayerNormalization", 17, _layer_norm(_CONVERTER_REGISTRY[key]), replace=True)
     for version in (18,):
         key = OperationDescription(domain="", operation_type="Split", version=version)
         if key in _CONVERTER_REGISTRY:
