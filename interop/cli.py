@@ -43,7 +43,8 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
 
 @app.command()
 def build(
-    model: str = typer.Argument(..., help="Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN."),
+    model: str = typer.Argument(..., help="Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN "
+                                          "(imports and runs that Python code from the current folder)."),
     input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224"),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64"),
     output_name: List[str] = typer.Option([], "--output-name", help="Name of each output, in order."),
@@ -51,8 +52,10 @@ def build(
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated: onnx,coreml"),
     precision: Optional[str] = typer.Option(None, "--precision", help="Core ML compute precision: fp16 (default) or fp32"),
     config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml with [tool.interop]"),
-    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN building the model for a state_dict"),
-    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module (runs code from the file)."),
+    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN building the model for a state_dict "
+                                                                  "(imports and runs that code from the current folder)"),
+    trust: bool = typer.Option(False, "--trust", help="Run code from the model file: unpickle a torch.save'd module, "
+                                                      "ops outside tensor computation (files, print, custom ops)."),
     samples: Optional[str] = typer.Option(None, "--samples", help=".npz of input arrays named after the inputs"),
     json_out: bool = typer.Option(False, "--json", help="Print exactly the JSON report on stdout, nothing else."),
     exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter: auto, torchscript, dynamo"),
@@ -104,8 +107,8 @@ def check(
     input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]]"),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX]"),
     config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml"),
-    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN for a state_dict"),
-    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module."),
+    factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN for a state_dict (imports and runs that code)"),
+    trust: bool = typer.Option(False, "--trust", help="Run code from the model file (see build --help)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset to check against (default 20)"),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -230,6 +233,9 @@ def _with_progress(fn, quiet: bool):
             progress.listen(None)
 
 
+_RESOURCE_ERRNOS = {28, 27, 122, 30}  # ENOSPC, EFBIG, EDQUOT, EROFS
+
+
 def _guard(fn) -> int:
     from interop.errors import InteropError
 
@@ -246,12 +252,17 @@ def _guard(fn) -> int:
     except Exception as exc:  # a bug in interop or a library: one line, traceback with --debug
         if _STATE["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:  # disk full, file-size limit, read-only
+            _red(f"interop: cannot write {exc.filename or 'a file'}: {exc.strerror} — free space or raise the "
+                 "limit, or pass another --out; previous artifacts are untouched")
+            return 2
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         _red(f"interop: internal error {type(exc).__name__}: {first} — rerun with --debug and report it")
         return 1
 
 
 def _red(line: str) -> None:
+    line = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in line)  # names cannot forge lines
     if sys.stderr.isatty():
         sys.stderr.write(f"\x1b[31m{line}\x1b[0m\n")
     else:

@@ -109,7 +109,10 @@ def contained_tree(root: Path, what: str) -> None:
 
 
 def check_zip(path: Path) -> None:
-    """Refuse archives whose declared decompressed size is absurd for their size (zip bombs)."""
+    """Refuse archives whose declared decompressed size is absurd for their size (zip bombs).
+    Files that are no zip pass (their own reader judges them)."""
+    if not zipfile.is_zipfile(path):
+        return
     try:
         with zipfile.ZipFile(path) as zf:
             declared = sum(max(0, i.file_size) for i in zf.infolist())
@@ -318,3 +321,43 @@ def exported_ops(program: Any) -> set[str]:
             else:
                 kinds.add(f"python::{getattr(node.target, '__qualname__', node.target)}")
     return kinds
+
+
+# --- artifacts on disk -------------------------------------------------------------------------
+
+
+def check_onnx(path: Path) -> None:
+    """An ONNX file is a regular file whose external data (every tensor stored outside it) lies
+    inside its own folder, in regular files."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    regular_file(path, "ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise LoadError(f"{shown(path)} is not a valid ONNX model ({type(exc).__name__})",
+                        hint="re-export it, or build from the PyTorch model") from exc
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        data = inside(path.parent, location, f"the external data of tensor {shown(tensor.name)}")
+        regular_file(data, "ONNX external data")
+
+
+def check_package(path: Path) -> None:
+    """An ``.mlpackage`` holds nothing that leads outside it: no symlink out, no FIFO or device
+    (its Manifest entries are checked where they are read, runtimes/mil/loader.py)."""
+    if not path.is_dir():
+        raise LoadError(f"{shown(path)} is not an .mlpackage folder", hint="pass the path of a saved .mlpackage")
+    contained_tree(path, "package")
+
+
+def check_artifact(path: Path) -> None:
+    """The read-containment checks of a built artifact, by kind (before any library opens it)."""
+    name = path.name.lower()
+    if name.endswith(".onnx"):
+        check_onnx(path)
+    elif name.endswith((".mlpackage", ".mlpackage/")):
+        check_package(path)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from interop.compare import parse_tolerance
 from interop.settings import BuildConfig, read_config_file
 from interop.errors import ExportError, SpecError
 from interop.sources.torch_files import Source, load_source
+from interop.support.limits import check_request, check_sample_count
 from interop.support.memory import release
 from interop.sources.onnx_file import build_from_onnx, is_onnx
 from interop.stages.outdir import OutputFolder
@@ -30,10 +32,12 @@ def build(config: BuildConfig) -> Report:
     _check_choices(config)
     if is_onnx(config.model):
         return build_from_onnx(config)
-    folder = OutputFolder.for_model(config.model, config.out)
+    folder = OutputFolder.for_model(config.model, config.out)  # a read-only --out fails here, first
+    _absolute_inputs(config)
     stage("loading the model")
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
+    check_request(spec, config.num_samples)  # absurd sizes refused before any work
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
     with folder.session() as work:
@@ -47,6 +51,19 @@ def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildC
         if getattr(config, key) == getattr(defaults, key):
             setattr(config, key, value)
     return config
+
+
+def _absolute_inputs(config: BuildConfig) -> None:
+    """Files the report names (samples, labels) as absolute paths, so verify finds them from any
+    folder; FIFOs and devices are refused before anything reads them."""
+    from interop.trust import regular_file
+
+    for key, what in (("samples", "samples file"), ("labels", "labels file")):
+        value = getattr(config, key)
+        if value:
+            if os.path.lexists(value):
+                regular_file(value, what)
+            setattr(config, key, os.path.abspath(value))
 
 
 def _check_choices(config: BuildConfig) -> None:
@@ -63,8 +80,7 @@ def _check_choices(config: BuildConfig) -> None:
             raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")
     if config.opset is not None and not 7 <= config.opset <= 23:
         raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
-    if config.num_samples < 1:
-        raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
+    check_sample_count(config.num_samples)
     for text in config.tolerance:
         parse_tolerance(text)
 
@@ -107,9 +123,24 @@ def run_target(target: Any, ctx: TargetContext, report: Report) -> None:
     try:
         result = target.build(ctx)
     except ExportError as exc:
+        _raise_if_out_of_room(str(exc))
         report.target_failed(target.name, str(exc), time.perf_counter() - started)
         return
     report.target_built(target.name, result, time.perf_counter() - started)
+
+
+_OUT_OF_ROOM = ("[Errno 28]", "[Errno 27]", "[Errno 122]", "[Errno 30]")  # ENOSPC EFBIG EDQUOT EROFS
+
+
+def _raise_if_out_of_room(message: str) -> None:
+    """A target that failed because the machine refused a write (disk full, file-size limit,
+    quota, read-only) did not fail on the model: the build stops (exit 2) and commits nothing."""
+    for code in _OUT_OF_ROOM:
+        if code in message:
+            detail = message[message.index(code):].split(";")[0].split(")")[0]
+            raise SpecError(f"the machine refused a write during the build ({detail})",
+                            hint="free disk space or raise the file-size limit, or pass another --out; "
+                                 "previous artifacts are untouched")
 
 
 def metadata(config: BuildConfig, source: Source, spec: InputSpec, prep: Prepared) -> dict[str, Any]:

@@ -14,18 +14,26 @@ from .interpreter import Interpreter
 
 
 def _package_paths(path: Path) -> tuple[Path, Path]:
-    """(model spec file, weights folder) of an ``.mlpackage``, read from its Manifest.json."""
-    manifest_path = path / "Manifest.json"
+    """(model spec file, weights folder) of an ``.mlpackage``, read from its Manifest.json. The
+    package is read only inside its own folder: an entry with ``..``, an absolute path or a
+    symlink leading out is refused (interop.trust), as is a malformed Manifest."""
+    from ... import trust
+
+    trust.check_package(path)
+    manifest_path = trust.inside(path, "Manifest.json", "the Manifest")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(trust.regular_file(manifest_path, "package Manifest").read_text())
         root = manifest["rootModelIdentifier"]
         entry = manifest["itemInfoEntries"][root]
-        spec_file = path / "Data" / entry["path"]
-    except (OSError, KeyError, ValueError) as exc:
+        relative = entry["path"]
+        if not isinstance(relative, str):
+            raise TypeError(f"the root entry's path is a {type(relative).__name__}")
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise LoadError(
-            f"{path} is not a readable .mlpackage ({exc.__class__.__name__}: {exc})",
+            f"{trust.shown(path)} is not a readable .mlpackage ({exc.__class__.__name__}: {trust.shown(exc)})",
             hint="rebuild it with `interop build`",
         ) from exc
+    spec_file = trust.regular_file(trust.inside(path / "Data", relative, "a Manifest entry"), "model spec")
     return spec_file, spec_file.parent / "weights"
 
 
