@@ -217,8 +217,9 @@ def no_code_unpickling(what: str) -> Iterator[None]:
             raise
         except Exception as exc:
             if "weights_only" in str(exc) or "Unsupported" in str(exc):
-                raise Untrusted(f"{what} holds a pickle that would import code ({_first(exc)}); "
-                                "it was not loaded", hint=TRUST_HINT) from exc
+                found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+                raise Untrusted(f"{what} holds a pickle that would import {', '.join(found) or 'code'}; "
+                                "unpickling runs code, so it was not loaded", hint=TRUST_HINT) from exc
             raise
 
     def no_obj(*_: Any, **__: Any) -> Any:
@@ -290,7 +291,9 @@ def torchscript_ops(module: Any) -> set[str]:
     kinds: set[str] = set()
     for sub in [module, *module.modules()]:
         for name in sub._c._method_names():
-            kinds |= _graph_kinds(getattr(sub, name).inlined_graph.nodes())
+            method = sub._c._get_method(name)
+            graph = getattr(method, "inlined_graph", None) or method.graph
+            kinds |= _graph_kinds(graph.nodes())
     return kinds
 
 
