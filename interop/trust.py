@@ -349,12 +349,25 @@ def check_onnx(path: Path) -> None:
         regular_file(data, "ONNX external data")
 
 
-def check_package(path: Path) -> None:
-    """An ``.mlpackage`` holds nothing that leads outside it: no symlink out, no FIFO or device
-    (its Manifest entries are checked where they are read, runtimes/mil/loader.py)."""
+def check_package(path: Path) -> Path:
+    """An ``.mlpackage`` holds nothing that leads outside it (no symlink out, no FIFO or device)
+    and its Manifest names its model spec inside ``Data/``. Returns that spec file."""
+    import json
+
     if not path.is_dir():
         raise LoadError(f"{shown(path)} is not an .mlpackage folder", hint="pass the path of a saved .mlpackage")
     contained_tree(path, "package")
+    manifest_path = inside(path, "Manifest.json", "the Manifest")
+    try:
+        manifest = json.loads(regular_file(manifest_path, "package Manifest").read_text())
+        entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+        relative = entry["path"]
+        if not isinstance(relative, str):
+            raise TypeError(f"the root entry's path is a {type(relative).__name__}")
+    except (OSError, KeyError, ValueError, TypeError, LoadError) as exc:
+        raise LoadError(f"{shown(path)} is not a readable .mlpackage ({exc.__class__.__name__}: {shown(exc)})",
+                        hint="rebuild it with `interop build`") from exc
+    return regular_file(inside(path / "Data", relative, "a Manifest entry"), "model spec")
 
 
 def check_artifact(path: Path) -> None:

@@ -56,6 +56,12 @@ class OutputFolder:
         made.check_writable()
         return made
 
+    @property
+    def work_stem(self) -> str:
+        """The stem of files inside the work folder: onnx.checker takes any external-data
+        location containing ``..`` for a path leaving the folder (``resnet..v2``)."""
+        return self.stem.replace("..", "_")
+
     def final(self, suffix: str) -> Path:
         return self.folder / f"{self.stem}{suffix}"
 
@@ -142,8 +148,9 @@ class OutputFolder:
             os.replace(path, staged / final.name)
             names.append(final.name)
             for companion in report.companions.get(target, []):  # ONNX external data
-                if companion.exists():
-                    name = final.name + ".data" if companion.name.endswith(".onnx.data") else companion.name
+                if companion.exists():  # named as the model's external-data location says
+                    renamed = companion.name.endswith(".onnx.data") and self.work_stem == self.stem
+                    name = final.name + ".data" if renamed else companion.name
                     os.replace(companion, staged / name)
                     names.append(name)
         return names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,10 @@ from .interpreter import Interpreter
 def _package_paths(path: Path) -> tuple[Path, Path]:
     """(model spec file, weights folder) of an ``.mlpackage``, read from its Manifest.json. The
     package is read only inside its own folder: an entry with ``..``, an absolute path or a
-    symlink leading out is refused (interop.trust), as is a malformed Manifest."""
+    symlink leading out is refused, as is a malformed Manifest (interop.trust.check_package)."""
     from ... import trust
 
-    trust.check_package(path)
-    manifest_path = trust.inside(path, "Manifest.json", "the Manifest")
-    try:
-        manifest = json.loads(trust.regular_file(manifest_path, "package Manifest").read_text())
-        root = manifest["rootModelIdentifier"]
-        entry = manifest["itemInfoEntries"][root]
-        relative = entry["path"]
-        if not isinstance(relative, str):
-            raise TypeError(f"the root entry's path is a {type(relative).__name__}")
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise LoadError(
-            f"{trust.shown(path)} is not a readable .mlpackage ({exc.__class__.__name__}: {trust.shown(exc)})",
-            hint="rebuild it with `interop build`",
-        ) from exc
-    spec_file = trust.regular_file(trust.inside(path / "Data", relative, "a Manifest entry"), "model spec")
+    spec_file = trust.check_package(path)
     return spec_file, spec_file.parent / "weights"
 
 
