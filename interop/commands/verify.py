@@ -78,6 +78,7 @@ def verify_report(path: str) -> Report:
     from interop import targets
     from interop.compare import diffs
     from interop.stages.prepare import prepare
+    from interop.support.limits import check_request
 
     from interop import trust
     from interop.stages.outdir import recover_folder
@@ -93,6 +94,7 @@ def verify_report(path: str) -> Report:
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = InputSpec.from_json({"inputs": old["inputs"], "outputs": settings["output_names"]})
     spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
+    check_request(spec, config.num_samples)  # a report's shapes are data too
     prep = prepare(config, source, spec)
     names = prep.names
     report = Report.start(config, source, spec, names, prep.ref, prep.cases)

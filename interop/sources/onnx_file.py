@@ -80,11 +80,13 @@ def build_from_onnx(config: BuildConfig) -> Report:
     from interop.stages.prepare import Reference
     from interop.stages.samples import draw
     from interop.runtimes.onnxruntime import run_onnx, session
+    from interop.support.limits import check_request
     from interop.targets.onnx import node_count, simplify
 
     path = Path(config.model)
     model = load_onnx(path)
     spec = spec_from_graph(model, config)
+    check_request(spec, config.num_samples)  # absurd sizes refused before any work
     source = Source(None, "onnx", str(path), file_sha256(path))
     all_cases = cases(spec)
     original = session(str(path))

@@ -136,6 +136,7 @@ main()
 """
 
 
+@pytest.mark.slow  # a Core ML conversion in a fresh process (~20 s); tests/test_bad_input.py has the fast SIGINT test
 def test_sigint_swallowed_inside_coremltools_still_exits_130(built_lstm, tmp_path):
     out, _ = built_lstm
     folder, tmp = tmp_path / "out", tmp_path / "tmp"

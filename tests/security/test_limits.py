@@ -143,6 +143,7 @@ def test_read_only_out_is_refused_before_the_model_is_loaded(tmp_path):
     assert "Read-only" in lines[0]
 
 
+@pytest.mark.slow  # a whole build in a fresh process (~18 s)
 def test_file_size_limit_is_exit_2_and_keeps_the_previous_set(built_lstm, tmp_path):
     """RLIMIT_FSIZE (SIGXFSZ ignored, so writes fail with EFBIG): one line, exit 2, previous set
     untouched."""
