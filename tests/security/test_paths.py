@@ -150,13 +150,15 @@ def test_fifos_and_devices_are_refused_never_read(tmp_path):
     _exit_2(runner.invoke(app, ["build", str(tmp_path / "pipe.onnx"), "--out", out]))
 
 
-@pytest.mark.parametrize("name", ["resnet..v2.pt", "my model.pt", "modèle_ü.pt", "bad\x1b[31mname\nx.pt"])
+@pytest.mark.parametrize("name", ["resnet..v2.pt", "my model.pt", "modèle_ü.pt", "bad\x1b[31mname\nx.pt", "a[red]b.pt"])
 def test_odd_names_build_and_are_escaped_when_printed(name, tmp_path):
     model = crafted.copy_sample("lstm_sum.pt", tmp_path / name)
     result = runner.invoke(app, ["build", str(model), "--targets", "onnx"])
     assert result.exit_code == 0, result.output
     stem = name[: -len(".pt")]
     assert (tmp_path / f"{stem}.onnx").exists() and (tmp_path / f"{stem}.report.json").exists()
+    printed = "".join(result.stdout.splitlines())  # rich wraps long paths
+    assert "\x1b" not in printed and (f"{stem}.onnx" in printed or "[red]" not in name)  # no markup eaten
     bad = runner.invoke(app, ["build", str(model), "--targets", "onnx", "--input", "x"])
     assert bad.exit_code == 2 and "\x1b" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
