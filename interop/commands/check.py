@@ -23,6 +23,9 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     config.allow_trace_warnings = True  # report hazards instead of stopping at them
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
+    from interop.support.limits import check_request
+
+    check_request(spec, config.num_samples)  # absurd sizes refused before the model runs
     prep = prepare(config, source, spec)
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
                               "outputs": prep.names, "ops": [], "targets": [t.name for t in chosen], "hazards": [h.line() for h in prep.hazards if h.blocking],

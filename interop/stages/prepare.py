@@ -215,6 +215,13 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
 
 
 def read_labels(path: str) -> list[str]:
+    from interop.errors import LoadError
+    from interop.trust import regular_file
+
+    try:
+        regular_file(path, "labels file")  # a FIFO or device (a report may name one) is never read
+    except LoadError as exc:
+        raise SpecError(exc.message, hint="one label per line, UTF-8") from exc
     try:
         labels = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:

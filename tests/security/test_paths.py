@@ -188,3 +188,15 @@ def test_only_own_dead_work_folders_are_cleaned(tmp_path):
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".interop-tmp-"))
     assert left == sorted(keep)
     assert not (tmp_path / ".m.interop.lock").exists()  # the lock file goes with the build
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("key", ["samples", "labels"])
+def test_a_report_naming_a_fifo_is_never_read(key, built_lstm, tmp_path):
+    """A report is data: the samples / labels file it names is refused when it is a FIFO."""
+    out, _ = built_lstm
+    os.mkfifo(tmp_path / "pipe")
+    report = json.loads((out / "lstm_sum.report.json").read_text())
+    report["settings"][key] = str(tmp_path / "pipe")
+    (tmp_path / "r.report.json").write_text(json.dumps(report))
+    _exit_2(runner.invoke(app, ["verify", str(tmp_path / "r.report.json")]), "not a regular file")
