@@ -37,8 +37,10 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
     ("targets", Optional[str], None, "--targets", "Comma-separated: onnx,coreml"),
     ("precision", Optional[str], None, "--precision", "Core ML compute precision: fp16 (default) or fp32"),
     ("config", Optional[str], None, "--config", "interop.toml or pyproject.toml with [tool.interop]"),
-    ("factory", Optional[str], None, "--factory", "MODULE:FN building the model for a state_dict"),
-    ("trust", bool, False, "--trust", "Allow unpickling a torch.save'd module (runs code from the file)."),
+    ("factory", Optional[str], None, "--factory", "MODULE:FN building the model for a state_dict "
+                                                  "(imports and runs that code from the current folder)"),
+    ("trust", bool, False, "--trust", "Run code from the model file: unpickle a torch.save'd module, ops outside "
+                                      "tensor computation (files, print, custom ops)."),
     ("samples", Optional[str], None, "--samples", ".npz of input arrays named after the inputs"),
     ("exporter", Optional[str], None, "--exporter", "ONNX exporter: auto, torchscript, dynamo"),
     ("opset", Optional[int], None, "--opset", "ONNX opset (default 20)"),
@@ -101,7 +103,8 @@ def _left_out(value: Any) -> bool:
 
 
 @app.command()
-@_settings_command("Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN.")
+@_settings_command("Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram, .onnx) or MODULE:FN "
+                   "(imports and runs that Python code from the current folder).")
 def build(config: Any, json_out: bool) -> int:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
     from interop.stages.pipeline import build as run_build
@@ -242,6 +245,9 @@ def _with_progress(fn, quiet: bool):
             progress.listen(None)
 
 
+_RESOURCE_ERRNOS = {28, 27, 122, 30}  # ENOSPC, EFBIG, EDQUOT, EROFS
+
+
 def _guard(fn) -> int:
     from interop.errors import InteropError
 
@@ -258,12 +264,17 @@ def _guard(fn) -> int:
     except Exception as exc:  # a bug in interop or a library: one line, traceback with --debug
         if _STATE["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:  # disk full, file-size limit, read-only
+            _red(f"interop: cannot write {exc.filename or 'a file'}: {exc.strerror} — free space or raise the "
+                 "limit, or pass another --out; previous artifacts are untouched")
+            return 2
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         _red(f"interop: internal error {type(exc).__name__}: {first} — rerun with --debug and report it")
         return 1
 
 
 def _red(line: str) -> None:
+    line = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in line)  # names cannot forge lines
     if sys.stderr.isatty():
         sys.stderr.write(f"\x1b[31m{line}\x1b[0m\n")
     else:

@@ -13,6 +13,16 @@ def _fmt(v: Any) -> str:
     return f"{v:.2e}"
 
 
+def _safe(text: Any) -> str:
+    """Text from files (paths, errors naming them) as printed: control characters escaped and
+    rich markup neutralised, so a file name cannot forge lines, colours or markup."""
+    from rich.markup import escape
+
+    from interop.trust import shown
+
+    return escape(shown(text))
+
+
 def render_build(report: Any, verb: str = "build") -> None:
     from rich.console import Console
     from rich.table import Table
@@ -22,10 +32,10 @@ def render_build(report: Any, verb: str = "build") -> None:
     for name, t in d["targets"].items():
         if t["status"] == "ok":
             how = t.get("exporter") or t.get("capture") or ""
-            where = t["path"] or "(not kept: another target failed and --all-or-nothing was given)"
+            where = _safe(t["path"]) if t["path"] else "(not kept: another target failed and --all-or-nothing was given)"
             console.print(f"[green]✓[/] {name}: {where}  [dim]{how} {t.get('seconds', '')}s[/]")
         elif t["status"] != "skipped":
-            console.print(f"[red]✗ {name} {t['status']}: {t.get('error')} — not shipped[/]")
+            console.print(f"[red]✗ {name} {t['status']}: {_safe(t.get('error'))} — not shipped[/]")
     table = Table(title="agreement with PyTorch (worst sample)", show_lines=False)
     for col in ("target", "runtime", "case", "output", "rel_l2", "max_abs", "top-1", "ok"):
         table.add_column(col)
@@ -36,7 +46,7 @@ def render_build(report: Any, verb: str = "build") -> None:
     if report.summary_rows():
         console.print(table)
     for w in d["warnings"]:
-        console.print(f"[yellow]! {w}[/]")
+        console.print(f"[yellow]! {_safe(w)}[/]")
     console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
 
 
@@ -44,7 +54,7 @@ def render_inspect(info: dict[str, Any]) -> None:
     from rich.console import Console
 
     console = Console(highlight=False)
-    console.print(f"[bold]{info['path']}[/] ({info['format']})")
+    console.print(f"[bold]{_safe(info['path'])}[/] ({info['format']})")
     for kind in ("inputs", "outputs"):
         console.print(f"{kind}:")
         for t in info[kind]:

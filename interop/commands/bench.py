@@ -99,6 +99,18 @@ def locate(path_text: str) -> Subject:
     path = Path(path_text)
     if not path.exists():
         raise LoadError(f"{path} does not exist", hint="pass a built artifact or a .report.json from interop build")
+    subject = _locate(path, targets)
+    from interop import trust
+
+    for artifact in subject.artifacts.values():
+        trust.check_artifact(artifact)  # read only inside each artifact (external data, package links)
+    return subject
+
+
+def _locate(path: Path, targets: Any) -> Subject:
+    from interop.stages.outdir import recover_folder
+
+    recover_folder(path.parent)
     if path.name.endswith(REPORT_SUFFIX):
         report = _read_report(path)
         stem = path.name[: -len(REPORT_SUFFIX)]
@@ -117,9 +129,13 @@ def locate(path_text: str) -> Subject:
 
 
 def _read_report(path: Path) -> dict[str, Any]:
+    from interop import trust
+    from interop.commands.verify import check_report
+
+    trust.regular_file(path, "report")
     try:
         data = json.loads(path.read_text())
-        data["targets"], data["inputs"]  # noqa: B018 - the keys bench needs
+        check_report(data)  # the keys bench uses, with their types
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LoadError(f"{path} is not an interop report ({type(exc).__name__})",
                         hint="pass the .report.json written by interop build") from exc

@@ -24,6 +24,9 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     kind = sources.for_model(config.model)
     source = kind.load(config.model, config.factory, config.trust)
     spec = kind.resolve_spec(config, source)
+    from interop.support.limits import check_request
+
+    check_request(spec, config.num_samples)  # absurd sizes refused before the model runs
     prep = prepare(config, source, spec)
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
                               "outputs": prep.names, "ops": [], "targets": [t.name for t in chosen], "hazards": [h.line() for h in prep.hazards if h.blocking],

@@ -14,22 +14,73 @@ from interop.settings import BuildConfig, from_report
 
 
 def _read(path: str) -> dict[str, Any]:
+    from interop import trust
+    from interop.errors import LoadError
+
+    try:
+        trust.regular_file(path, "report")
+    except LoadError as exc:
+        raise SpecError(exc.message, hint="pass the .report.json written by interop build") from exc
     try:
         data = json.loads(Path(path).read_text())
-        data["model"]["source"], data["inputs"], data["settings"]  # noqa: B018 - the keys verify needs
-    except FileNotFoundError as exc:
-        raise SpecError(f"report {path} does not exist", hint="pass the .report.json written by interop build") from exc
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path} is not an interop report ({type(exc).__name__}: {exc})",
+        check_report(data, verify=True)
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{trust.shown(path)} is not an interop report ({type(exc).__name__}: {trust.shown(exc)})",
                         hint="pass the .report.json written by interop build") from exc
     return data
+
+
+_OPT_STR = (str, type(None))
+# every report key verify (and, for targets/inputs, bench) reads, with the types it may hold
+_SETTINGS = {"seed": int, "num_samples": int, "precision": str, "tolerance": list, "output_names": list,
+             "samples": _OPT_STR, "factory": _OPT_STR, "image": _OPT_STR, "mean": _OPT_STR, "std": _OPT_STR,
+             "labels": _OPT_STR, "pixel_scale": (int, float, type(None))}
+
+
+def check_report(data: Any, verify: bool = False) -> None:
+    """A report is data from disk: every key used is checked for its type (TypeError/KeyError
+    name the key) before anything acts on it."""
+    def need(value: Any, kinds: Any, key: str) -> Any:
+        if not isinstance(value, kinds) or isinstance(value, bool) and kinds in (int, (int, float, type(None))):
+            raise TypeError(f"{key} is {type(value).__name__}")
+        return value
+
+    need(data, dict, "the report")
+    for name, entry in need(data.get("targets"), dict, "targets").items():
+        need(entry, dict, f"targets.{name}")
+        need(entry.get("path"), _OPT_STR, f"targets.{name}.path")
+        need(entry.get("status"), _OPT_STR, f"targets.{name}.status")
+    for i, item in enumerate(need(data.get("inputs"), list, "inputs")):
+        need(item, dict, f"inputs[{i}]")
+    if not verify:
+        return
+    model = need(data.get("model"), dict, "model")
+    need(model.get("source"), str, "model.source")
+    need(model.get("sha256"), _OPT_STR, "model.sha256")
+    settings = need(data.get("settings"), dict, "settings")
+    for key, kinds in _SETTINGS.items():
+        if key in settings or kinds not in (_OPT_STR, (int, float, type(None))):
+            need(settings.get(key), kinds, f"settings.{key}")
+    for key in ("tolerance", "output_names"):
+        for value in settings[key]:
+            need(value, str, f"settings.{key}[]")
+    if settings["precision"] not in ("fp16", "fp32"):
+        raise ValueError(f"settings.precision is {settings['precision']!r}")
+    if settings["seed"] < 0:
+        raise ValueError(f"settings.seed is {settings['seed']}")
+    if not 1 <= settings["num_samples"] <= 1000:
+        raise ValueError(f"settings.num_samples is {settings['num_samples']} (allowed 1..1000)")
 
 
 def verify_report(path: str, trust: bool = False) -> Report:
     """``trust`` is verify's own ``--trust``: the report's settings never grant it."""
     from interop import targets
+    from interop import trust as trust_boundary
     from interop.compare import diffs
 
+    from interop.stages.outdir import recover_folder
+
+    recover_folder(Path(path).parent)  # an interrupted build's move is rolled back before reading
     old = _read(path)
     config = from_report(old, trust, "verify")
     source, spec, prep = reload(old, config)
@@ -52,6 +103,7 @@ def verify_report(path: str, trust: bool = False) -> Report:
             entry["error"] = f"artifact {artifact} is missing"
             continue
         target = known[name]
+        trust_boundary.check_artifact(Path(artifact))  # read only inside the artifact (external data, package links)
         ref = target.reference_for(prep, spec)
         for runtime, got, problem in target.execute(Path(artifact), spec, ref, names, prep.labels):
             if problem:
@@ -67,10 +119,12 @@ def reload(report: dict[str, Any], config: BuildConfig) -> tuple[Any, Any, Any]:
     ``from_report`` read back (verify and bench's re-export)."""
     from interop import sources
     from interop.stages.prepare import prepare
+    from interop.support.limits import check_request
     from interop.stages.spec import InputSpec
 
     names = report["settings"]["output_names"]
     source = sources.load(config)
     spec = InputSpec.from_json({"inputs": report["inputs"], "outputs": names})
     spec.output_names = [n for n in names if n != "classLabelProbs"] or spec.output_names
+    check_request(spec, config.num_samples)  # a report's shapes are data too
     return source, spec, prepare(config, source, spec)

@@ -31,8 +31,11 @@ def is_onnx(model: str) -> bool:
 def load_onnx(path: Path) -> Any:
     import onnx
 
+    from interop.trust import check_onnx
+
     if not path.is_file():
         raise LoadError(f"model file {path} does not exist", hint="check the path")
+    check_onnx(path)  # a regular file, its external data inside its folder
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)

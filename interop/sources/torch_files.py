@@ -9,11 +9,12 @@ example inputs of an ExportedProgram.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
 import json
-import pickletools
+import os
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -51,22 +52,29 @@ def file_sha256(path: Path) -> str:
 
 
 def load_source(model: str, factory: str | None = None, trust: bool = False) -> Source:
-    """Load ``model`` (a path or ``module:fn``) into a :class:`Source`."""
+    """Load ``model`` (a path or ``module:fn``) into a :class:`Source`. Whatever could run code
+    from the file goes through :mod:`interop.trust` first."""
+    from interop import trust as boundary
+
     path = Path(model)
-    if not path.exists():
+    if not os.path.lexists(path):
         if _looks_like_factory(model) and factory is None:
-            return _from_factory(model)
-        raise LoadError(f"model file {model} does not exist", hint="check the path")
+            return _from_factory(model)  # code the user named on the command line
+        raise LoadError(f"model file {boundary.shown(model)} does not exist", hint="check the path")
     if path.is_dir():
-        raise LoadError(f"{model} is a folder, not a model file", hint="pass a .pt, .pt2 or .pth file")
+        raise LoadError(f"{boundary.shown(model)} is a folder, not a model file", hint="pass a .pt, .pt2 or .pth file")
+    boundary.regular_file(path, "model file")
     if path.stat().st_size == 0:
-        raise LoadError(f"model file {model} is empty", hint="re-save the model (torch.jit.save or torch.save)")
+        raise LoadError(f"model file {boundary.shown(model)} is empty",
+                        hint="re-save the model (torch.jit.save or torch.save)")
     kind = _archive_kind(path)
     source = _load_by_kind(kind, path, factory, trust)
+    source.path = os.path.abspath(path)  # reports name the source so verify finds it from any folder
     source.sha256 = file_sha256(path)
     sidecar = path.with_name(path.stem + ".interop.json")
-    if sidecar.exists() and not source.hints:
-        source.hints = _read_hints(sidecar.read_text(), str(sidecar))
+    if sidecar.is_file() and not source.hints:
+        boundary.regular_file(sidecar, "spec sidecar")
+        source.hints = _read_hints(sidecar.read_text(errors="replace"), str(sidecar))
     source.module = _eval(source.module)
     if source.forward_names is None:
         source.forward_names = forward_names(source.module)
@@ -75,9 +83,9 @@ def load_source(model: str, factory: str | None = None, trust: bool = False) -> 
 
 def _load_by_kind(kind: str, path: Path, factory: str | None, trust: bool) -> Source:
     if kind == "torchscript":
-        return _load_torchscript(path)
+        return _load_torchscript(path, trust)
     if kind == "exported_program":
-        return _load_exported(path)
+        return _load_exported(path, trust)
     if kind in ("pickle", "legacy_pickle"):
         return _load_pickle(path, factory, trust)
     raise LoadError(f"{path} is not a PyTorch model file (not a TorchScript, torch.save or torch.export archive)",
@@ -89,11 +97,11 @@ def _archive_kind(path: Path) -> str:
         with open(path, "rb") as fh:
             head = fh.read(2)
         return "legacy_pickle" if head[:1] == b"\x80" else "unknown"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise LoadError(f"{path} is a damaged archive: {exc}", hint="re-save the model") from exc
+    from interop.trust import check_zip
+
+    check_zip(path)  # damaged archives and zip bombs are refused before anything is read
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
     if any(n.endswith("/archive_format") for n in names) or any("/models/" in n and n.endswith(".json") for n in names):
         return "exported_program"
     if any(n.endswith("/constants.pkl") for n in names) or any("/code/" in n for n in names):
@@ -103,70 +111,71 @@ def _archive_kind(path: Path) -> str:
     return "unknown"
 
 
-def _load_torchscript(path: Path) -> Source:
+def _load_torchscript(path: Path, trust: bool) -> Source:
+    """TorchScript is code: its source is checked before loading (loading runs ``__setstate__``)
+    and its graphs after, for ops outside tensor computation (see interop.trust)."""
     import torch
 
+    from interop import trust as boundary
+
+    boundary.check_torchscript_archive(path, trust)
     extra = {SPEC_EXTRA_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:
-        raise LoadError(f"cannot load TorchScript archive {path}: {first_line(exc)}",
+        raise LoadError(f"cannot load TorchScript archive {boundary.shown(path)}: {first_line(exc)}",
                         hint="the file is damaged or was saved by an incompatible torch; re-save it") from exc
-    hints = _read_hints(extra[SPEC_EXTRA_FILE], str(path)) if extra[SPEC_EXTRA_FILE] else {}
+    if not trust:
+        boundary.check_program(boundary.torchscript_ops(module), path, trust)
+    text = extra[SPEC_EXTRA_FILE]
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    hints = _read_hints(text, str(path)) if text else {}
     return Source(module, "torchscript", str(path), hints=hints)
 
 
-def _load_exported(path: Path) -> Source:
+def _load_exported(path: Path, trust: bool) -> Source:
+    """Without trust, every pickle inside the archive goes through torch's weights_only
+    unpickler (torch.export.load's fallback to unrestricted unpickling is switched off), and the
+    graph's ops are checked like TorchScript's."""
     import torch
 
+    from interop import trust as boundary
+
+    guard = contextlib.nullcontext() if trust else boundary.no_code_unpickling(boundary.shown(path))
     try:
-        program = torch.export.load(str(path))
+        with guard:
+            program = torch.export.load(str(path))
+    except LoadError:
+        raise
     except Exception as exc:
-        raise LoadError(f"cannot load ExportedProgram {path}: {first_line(exc)}", hint="re-save it with torch.export.save") from exc
+        raise LoadError(f"cannot load ExportedProgram {boundary.shown(path)}: {first_line(exc)}",
+                        hint="re-save it with torch.export.save") from exc
+    if not trust:
+        boundary.check_program(boundary.exported_ops(program), path, trust)
     hints: dict[str, Any] = {}
     args = program.example_inputs[0] if program.example_inputs else ()
     names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if args and all(hasattr(a, "shape") for a in args):
         hints["inputs"] = [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype).replace("torch.", "")}
                            for n, a in zip(names, args)]
-    return Source(program.module(), "exported_program", str(path), hints=hints, forward_names=names)
+    return Source(_eval_safe(program.module()), "exported_program", str(path), hints=hints, forward_names=names)
+
+
+def _eval_safe(module: Any) -> Any:
+    """An ExportedProgram's module is in eval mode already and refuses ``train()``/``eval()``
+    (NotImplementedError), which breaks any wrapper calling ``.eval()`` over it: make them no-ops."""
+    import types
+
+    module.train = types.MethodType(lambda self, mode=True: self, module)
+    return module
 
 
 def scan_pickle_globals(path: Path) -> list[str]:
     """The ``module.name`` globals a pickle (or every pickle inside a zip) would import, found by
     reading opcodes only — nothing is executed."""
-    blobs: list[bytes] = []
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            blobs = [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
-    else:
-        blobs = [path.read_bytes()]
-    found: list[str] = []
-    for blob in blobs:
-        for name in _globals_in(blob):
-            if name not in found:
-                found.append(name)
-    return found
+    from interop.trust import risky_globals
 
-
-def _globals_in(blob: bytes) -> list[str]:
-    import io
-
-    out: list[str] = []
-    strings: list[str] = []
-    stream = io.BytesIO(blob)
-    while stream.tell() < len(blob):  # legacy torch.save files hold several pickles back to back
-        try:
-            for opcode, arg, _ in pickletools.genops(stream):
-                if opcode.name in ("GLOBAL", "INST"):
-                    out.append(str(arg).replace(" ", "."))
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    out.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str):
-                    strings.append(arg)
-        except Exception:
-            break
-    return out
+    return risky_globals(path, ())
 
 
 _SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.dict", "builtins.list",
@@ -180,15 +189,13 @@ def _load_pickle(path: Path, factory: str | None, trust: bool) -> Source:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as safe_exc:
         if not trust:
-            risky = [g for g in scan_pickle_globals(path) if not g.startswith(_SAFE_PREFIXES)]
+            from interop import trust as boundary
+
+            risky = boundary.risky_globals(path, _SAFE_PREFIXES)
             if not risky and "weights_only" not in str(safe_exc) and "Unsupported" not in str(safe_exc):
-                raise LoadError(f"cannot read {path}: {first_line(safe_exc)}",
+                raise LoadError(f"cannot read {boundary.shown(path)}: {first_line(safe_exc)}",
                                 hint="the file is truncated or not a torch.save file") from safe_exc
-            listed = ", ".join(risky[:12]) + (" ..." if len(risky) > 12 else "")
-            raise LoadError(f"{path} is a pickle that would import {listed or 'arbitrary code'}; "
-                            "unpickling runs code, so it was not loaded",
-                            hint="pass --trust if you trust this file, or save it with torch.jit.save / "
-                                 "torch.export.save, or save its state_dict and pass --factory")
+            boundary.refuse_pickle(path, risky)
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from interop.settings import BuildConfig, resolve
 from interop.errors import ExportError
 from interop import sources
 from interop.sources.torch_files import Source
+from interop.support.limits import check_request, check_sample_count
 from interop.support.memory import release
 from interop.stages.outdir import OutputFolder
 from interop.stages.prepare import Prepared, prepare
@@ -25,19 +27,35 @@ from interop.targets.base import TargetContext
 def build(config: BuildConfig) -> Report:
     """Run the whole job; returns the report (``report.passed`` decides the exit code)."""
     config = resolve(config)  # flag > --config > interop.toml beside the model > default, validated
+    check_sample_count(config.num_samples)
     kind = sources.for_model(config.model)
     own = kind.build(config)  # a source with its own pipeline
     if own is not None:
         return own
-    folder = OutputFolder.for_model(config.model, config.out)
+    folder = OutputFolder.for_model(config.model, config.out)  # a read-only --out fails here, first
     folder.stem = kind.artifact_stem(folder.stem)  # an .onnx source never overwrites itself
+    _absolute_inputs(config)
     stage("loading the model")
     source = kind.load(config.model, config.factory, config.trust)
     spec = kind.resolve_spec(config, source)
+    check_request(spec, config.num_samples)  # absurd sizes refused before any work
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
+
+
+def _absolute_inputs(config: BuildConfig) -> None:
+    """Files the report names (samples, labels) as absolute paths, so verify finds them from any
+    folder; FIFOs and devices are refused before anything reads them."""
+    from interop.trust import regular_file
+
+    for key, what in (("samples", "samples file"), ("labels", "labels file")):
+        value = getattr(config, key)
+        if value:
+            if os.path.lexists(value):
+                regular_file(value, what)
+            setattr(config, key, os.path.abspath(value))
 
 
 def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path,
@@ -52,7 +70,7 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
         kind = "trace hazard (allowed)" if hazard.blocking else "trace warning in library code (the trace agreed " \
                                                                 "with the model on every case)"
         report.data["warnings"].append(f"{kind}: {hazard.line()}")
-    ctx = TargetContext(config, source, spec, prep, work, folder.stem, meta, report)
+    ctx = TargetContext(config, source, spec, prep, work, folder.work_stem, meta, report)
     for target in chosen:
         run_target(target, ctx, report)
         release()
@@ -87,6 +105,7 @@ def run_target(target: Any, ctx: TargetContext, report: Report) -> None:
     try:
         result = target.build(ctx)
     except ExportError as exc:
+        _raise_if_out_of_room(str(exc))
         report.target_failed(target.name, str(exc), time.perf_counter() - started)
         return
     if fixed:
@@ -97,6 +116,20 @@ def run_target(target: Any, ctx: TargetContext, report: Report) -> None:
         result.entry["declared_shapes"] = "fixed"
         report.data["warnings"].append(note)
     report.target_built(target.name, result, time.perf_counter() - started)
+
+
+_OUT_OF_ROOM = ("[Errno 28]", "[Errno 27]", "[Errno 122]", "[Errno 30]")  # ENOSPC EFBIG EDQUOT EROFS
+
+
+def _raise_if_out_of_room(message: str) -> None:
+    """A target that failed because the machine refused a write (disk full, file-size limit,
+    quota, read-only) did not fail on the model: the build stops (exit 2) and commits nothing."""
+    for code in _OUT_OF_ROOM:
+        if code in message:
+            detail = message[message.index(code):].split(";")[0].split(")")[0]
+            raise SpecError(f"the machine refused a write during the build ({detail})",
+                            hint="free disk space or raise the file-size limit, or pass another --out; "
+                                 "previous artifacts are untouched")
 
 
 def metadata(config: BuildConfig, source: Source, spec: InputSpec, prep: Prepared) -> dict[str, Any]:

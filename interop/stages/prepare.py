@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from interop.settings import BuildConfig
-from interop.errors import SpecError
+from interop.errors import InteropError, SpecError
 from interop.sources.torch_files import Source
 from interop.stages.preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
 from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
@@ -215,11 +215,17 @@ def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: Build
 def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
     """``--samples file.npz``: arrays named after the inputs, one sample (or a leading axis of
     samples when every array has the input's rank + 1)."""
+    from interop.support.limits import check_user_arrays
+    from interop.trust import check_zip, regular_file
+
     try:
+        check_zip(regular_file(path, "samples file"))  # no FIFO / device; no zip bomb
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError as exc:
         raise SpecError(f"samples file {path} does not exist", hint="check the --samples path") from exc
+    except InteropError:
+        raise
     except Exception as exc:
         raise SpecError(f"samples file {path} is not a readable .npz ({type(exc).__name__})",
                         hint="write it with numpy.savez(path, x=array, ...)") from exc
@@ -227,6 +233,7 @@ def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]
     if missing:
         raise SpecError(f"samples file {path} has no array for input(s) {', '.join(missing)} "
                         f"(it has {', '.join(arrays) or 'none'})", hint="name the arrays after the inputs")
+    check_user_arrays(arrays, path)
     stacked = all(arrays[t.name].ndim == len(t.shape) + 1 for t in spec.inputs)
     count = len(arrays[spec.inputs[0].name]) if stacked else 1
     out = []
@@ -297,6 +304,13 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
 
 
 def read_labels(path: str) -> list[str]:
+    from interop.errors import LoadError
+    from interop.trust import regular_file
+
+    try:
+        regular_file(path, "labels file")  # a FIFO or device (a report may name one) is never read
+    except LoadError as exc:
+        raise SpecError(exc.message, hint="one label per line, UTF-8") from exc
     try:
         labels = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,12 @@ from .interpreter import Interpreter
 
 
 def _package_paths(path: Path) -> tuple[Path, Path]:
-    """(model spec file, weights folder) of an ``.mlpackage``, read from its Manifest.json."""
-    manifest_path = path / "Manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        root = manifest["rootModelIdentifier"]
-        entry = manifest["itemInfoEntries"][root]
-        spec_file = path / "Data" / entry["path"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise LoadError(
-            f"{path} is not a readable .mlpackage ({exc.__class__.__name__}: {exc})",
-            hint="rebuild it with `interop build`",
-        ) from exc
+    """(model spec file, weights folder) of an ``.mlpackage``, read from its Manifest.json. The
+    package is read only inside its own folder: an entry with ``..``, an absolute path or a
+    symlink leading out is refused, as is a malformed Manifest (interop.trust.check_package)."""
+    from ... import trust
+
+    spec_file = trust.check_package(path)
     return spec_file, spec_file.parent / "weights"
 
 

@@ -1,0 +1,74 @@
+"""Bounded work: absurd requests are refused before any work starts, with the limit in the message
+(sample counts, sample tensors larger than this machine's memory), and user sample files are
+checked for what cannot be a model input (strings, objects, NaN/Inf, no samples at all)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from interop.errors import SpecError
+
+MAX_SAMPLES = 1000  # seeded samples per shape case
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (8 GiB where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_sample_count(count: Any) -> None:
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise SpecError(f"--num-samples must be a whole number, not {count!r}", hint="e.g. --num-samples 2")
+    if count < 1:
+        raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
+    if count > MAX_SAMPLES:
+        raise SpecError(f"--num-samples {count} is above the limit of {MAX_SAMPLES} per shape case",
+                        hint=f"use at most {MAX_SAMPLES} (2 is the default)")
+
+
+def check_request(spec: Any, num_samples: int) -> None:
+    """One sample's inputs must fit in an eighth of memory, all samples of all cases in a quarter."""
+    from interop.stages.spec import case_shape, cases
+
+    import numpy as np
+
+    check_sample_count(num_samples)
+    budget = memory_bytes()
+    total = 0
+    for case in cases(spec):
+        one = sum(math.prod(case_shape(t, case)) * np.dtype(t.dtype).itemsize for t in spec.inputs)
+        if one > budget // 8:
+            raise SpecError(f"one sample of case {case.name} needs {_gib(one)} of inputs; the limit is "
+                            f"{_gib(budget // 8)} (an eighth of this machine's {_gib(budget)} memory)",
+                            hint="use smaller --input shapes or dynamic ranges")
+        total += one * num_samples
+    if total > budget // 4:
+        raise SpecError(f"the samples need {_gib(total)} of inputs in all; the limit is {_gib(budget // 4)} "
+                        f"(a quarter of this machine's memory)", hint="use fewer --num-samples or smaller shapes")
+
+
+def check_user_arrays(arrays: dict[str, Any], path: str) -> None:
+    """Arrays of a ``--samples`` file: numbers or bools, finite, and at least one sample."""
+    import numpy as np
+
+    from interop.trust import shown
+
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "biuf":
+            raise SpecError(f"sample {shown(name)!r} in {shown(path)} holds {arr.dtype} values, not numbers",
+                            hint="write numeric arrays with numpy.savez")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise SpecError(f"sample {shown(name)!r} in {shown(path)} holds NaN or Inf",
+                            hint="agreement on non-finite inputs proves nothing; give finite samples")
+        if arr.size == 0:
+            raise SpecError(f"sample {shown(name)!r} in {shown(path)} is empty (shape {arr.shape})",
+                            hint="give at least one sample")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
