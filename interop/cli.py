@@ -70,6 +70,8 @@ def build(
     coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
     allow_trace_warnings: bool = typer.Option(False, "--allow-trace-warnings",
                                               help="Build although tracing hit data-dependent control flow."),
+    all_or_nothing: bool = typer.Option(False, "--all-or-nothing",
+                                        help="Ship no artifact unless every target passed (matching pairs only)."),
 ) -> None:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
@@ -84,7 +86,7 @@ def build(
                "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
                "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
                "pixel_scale": pixel_scale, "coreml_capture": coreml_capture,
-               "allow_trace_warnings": allow_trace_warnings or None}
+               "allow_trace_warnings": allow_trace_warnings or None, "all_or_nothing": all_or_nothing or None}
         cfg = merge(cli, read_config_file(config))
         report = _with_progress(lambda: run_build(cfg), quiet=json_out)
         if json_out:

@@ -68,6 +68,7 @@ def graph_ops(graph: Any) -> dict[str, list[str]]:
 def _module_path(scope: str) -> str:
     """``__module.inner/__module.inner.h.0/__module.inner.h.0.attn`` -> ``h.0.attn``."""
     last = scope.split("/")[-1].replace("__module.", "") if scope else ""
+    last = last.rpartition("::")[2]  # functional calls: ``pkg.Class::inner``
     if last.startswith("inner."):
         return last[len("inner."):]
     return "(top level forward)" if last in ("inner", "") else last

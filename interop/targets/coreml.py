@@ -213,9 +213,9 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
         if precision == "fp16":
             notes.append("fp16 compute precision (coremltools' ML-program default): checked against fp16 tolerances")
         return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes)
-    reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected)
-    raise ExportError(f"coremltools could not convert the model ({reasons})",
-                      hint="`interop check` lists the unsupported ops; try --precision fp32 or the other capture path")
+    from interop.targets.coreml_hints import conversion_error
+
+    raise conversion_error(rejected, traced, capture)
 
 
 def _capture_label(name: str) -> str:
@@ -308,6 +308,9 @@ class CoremlTarget(Target):
                 if where:
                     entry["departure"] = where.removeprefix("; ")
                     bad.note = f"{bad.note}{where}"
+                if config.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
+                    entry["hint"] = "values beyond fp16's range (65504): build with --precision fp32"
+                    bad.note = f"{bad.note} — {entry['hint']}"
             out.diffs.extend(rows)
         return out
 
