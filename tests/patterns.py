@@ -25,3 +25,34 @@ class Bicubic(nn.Module):
 def bicubic() -> nn.Module:
     torch.manual_seed(0)
     return Bicubic().eval()
+
+
+class StrideUNet(nn.Module):
+    """A three-level U-Net whose skip concatenations need H and W to be multiples of 8."""
+
+    def __init__(self):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+
+        self.e1, self.e2, self.e3, self.mid = block(3, 8), block(8, 16), block(16, 16), block(16, 16)
+        self.u3, self.d3 = nn.ConvTranspose2d(16, 16, 2, stride=2), block(32, 16)
+        self.u2, self.d2 = nn.ConvTranspose2d(16, 16, 2, stride=2), block(32, 8)
+        self.u1, self.d1 = nn.ConvTranspose2d(8, 8, 2, stride=2), block(16, 8)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        pool = nn.functional.max_pool2d
+        a = self.e1(image)
+        b = self.e2(pool(a, 2))
+        c = self.e3(pool(b, 2))
+        m = self.mid(pool(c, 2))
+        c = self.d3(torch.cat([self.u3(m), c], 1))
+        b = self.d2(torch.cat([self.u2(c), b], 1))
+        return self.out(self.d1(torch.cat([self.u1(b), a], 1)))
+
+
+def stride_unet() -> nn.Module:
+    torch.manual_seed(0)
+    return StrideUNet().eval()

@@ -65,3 +65,45 @@ def test_all_or_nothing_writes_no_artifact(tmp_path, model, inputs):
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.mlpackage"))
     console = invoke("build", model, "--input", inputs, "--all-or-nothing", "--out", str(tmp_path))
     assert "passed but was not shipped: --all-or-nothing" in " ".join(console.stdout.split())
+
+
+# --- shapes real networks need ------------------------------------------------------------------
+
+
+def test_step_in_dynamic_axes_parses_validates_and_steers_every_size():
+    from interop.errors import SpecError
+    from interop.stages.spec import InputSpec, apply_dynamic, cases, parse_dynamic, parse_input
+
+    name, dyn = parse_dynamic("image:2=height:64..640/32")
+    assert (name, dyn.min, dyn.max, dyn.step) == ("image", 64, 640, 32) and dyn.to_json()["step"] == 32
+    for bad in ("image:2=height:64..640/0", "image:2=height:64..640/x", "image:2=height:60..640/32"):
+        with pytest.raises(SpecError):
+            parse_dynamic(bad)
+    spec = InputSpec([parse_input("image:1x3x96x96")])
+    with pytest.raises(SpecError, match="not a multiple of 64"):
+        apply_dynamic(spec, *parse_dynamic("image:2=height:64..640/64"))
+    apply_dynamic(spec, *parse_dynamic("image:2=height:64..640/32"))
+    apply_dynamic(spec, *parse_dynamic("image:3=width:32..96/32"))
+    sizes = [s for c in cases(spec) for _, s in c.sizes]
+    assert sizes and all(s % 32 == 0 for s in sizes), sizes
+
+
+def test_unet_fails_at_odd_sizes_interop_tries_aligned_ones_and_says_so(tmp_path):
+    result, report = build_json(tmp_path, "tests.patterns:stride_unet", "--input", "image:1x3x32x32",
+                                "--dynamic", "image:2=height:16..128", "--dynamic", "image:3=width:16..128/16",
+                                "--targets", "onnx")
+    assert result.exit_code == 0, result.output
+    height = next(c for c in report["cases"] if "height" in c["sizes"])
+    assert height["tried"][0] == 65 and height["sizes"]["height"] % 8 == 0  # the odd size failed, an aligned one ran
+    width = next(c for c in report["cases"] if "width" in c["sizes"])
+    assert "tried" not in width and width["sizes"]["width"] % 16 == 0
+    assert report["inputs"][0]["dynamic"]["3"]["step"] == 16
+    assert any("the model fails at height = 65" in w for w in report["warnings"])
+
+
+def test_unet_that_fails_at_every_size_is_blamed_on_the_spec_with_the_sizes_tried(tmp_path):
+    result = invoke("build", "tests.patterns:stride_unet", "--input", "image:1x3x32x32",
+                    "--dynamic", "image:2=height:30..36", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "the model fails at height = 65" not in result.stderr  # 65 is outside 30..36
+    assert "fails at height = 33, 34" in result.stderr and "narrow the range of height" in result.stderr

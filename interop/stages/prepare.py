@@ -18,7 +18,7 @@ from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
 from interop.stages.samples import draw
-from interop.stages.spec import Case, InputSpec, cases, example_size, make_sample, other_size
+from interop.stages.spec import Case, InputSpec, cases, example_size, fallback_sizes, make_sample, other_size
 from interop.targets import output_keys
 
 
@@ -110,17 +110,50 @@ class Trace:
 
 def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,
               pixels: set[str] = frozenset()) -> Reference:
-    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs."""
+    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs. A
+    case the model fails at, on a dim given without a step, is moved to another legal size
+    (``fallback_sizes``); ``all_cases`` is updated in place, the case records the sizes tried."""
     ref = Reference()
     user = load_user_samples(config.samples, spec) if config.samples else []
     names = spec.names()
-    for case in all_cases:
+    for i, case in enumerate(all_cases):
         samples = draw(spec, case, config.seed, config.num_samples, pixels)
         if case.name == "example" and user:
             samples = user + samples[: max(0, config.num_samples - len(user))]
+        try:
+            outputs = [run_torch(module, s, names) for s in samples]
+        except SpecError as exc:
+            if case.name == "example":
+                raise
+            case, samples, outputs = _fallback_case(module, spec, case, config, pixels, exc)
+            all_cases[i] = case
         ref.samples[case.name] = samples
-        ref.outputs[case.name] = [run_torch(module, s, names) for s in samples]
+        ref.outputs[case.name] = outputs
     return ref
+
+
+def _fallback_case(module: Any, spec: InputSpec, case: Case, config: BuildConfig, pixels: set[str],
+                   error: SpecError) -> tuple[Case, list, list]:
+    """The model failed at ``case``'s size: try even sizes and multiples of 8, 16, 32 before
+    blaming the spec (U-Nets with skip concatenations fail at odd sizes)."""
+    (dim_name, size), = case.sizes
+    dim = spec.dims()[dim_name]
+    tried = [size]
+    if dim.step == 1:
+        for candidate in fallback_sizes(example_size(spec, dim_name), dim.min, dim.max, size):
+            trial = Case(f"{dim_name}={candidate}", ((dim_name, candidate),), tuple(tried))
+            samples = draw(spec, trial, config.seed, config.num_samples, pixels)
+            try:
+                return trial, samples, [run_torch(module, s, spec.names()) for s in samples]
+            except SpecError:
+                tried.append(candidate)
+    sizes = ", ".join(str(t) for t in tried)
+    where = next(f"{t.name}:{a}" for t in spec.inputs for a, d in t.dynamic.items() if d.name == dim_name)
+    steps = [m for m in (32, 16, 8) if m > dim.step and dim.max // m * m > -(-dim.min // m) * m]
+    hint = (f"declare the sizes it accepts with a step, e.g. --dynamic {where}={dim_name}:"
+            f"{-(-dim.min // steps[0]) * steps[0]}..{dim.max // steps[0] * steps[0]}/{steps[0]}, or narrow the range"
+            if steps else f"narrow the range of {dim_name} to sizes the model accepts")
+    raise SpecError(f"{error.message} (the model fails at {dim_name} = {sizes})", hint=hint) from error
 
 
 def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
@@ -201,7 +234,7 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
     sizes = {}
     for name, dim in spec.dims().items():
         example = example_size(spec, name)
-        sizes[name] = other_size(example, dim.min, dim.max) if example == 1 else example
+        sizes[name] = other_size(example, dim.min, dim.max, dim.step) if example == 1 else example
     case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
     sample = make_sample(spec, case, seed=12345)
     return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)

@@ -104,11 +104,10 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
         outputs = None if opts.labels else [ct.TensorType(name=n) for n in output_names]
         model = ct.convert(traced(), inputs=_input_types(spec, cases, opts.shapes, opts.image), outputs=outputs, **common)
         return _renamed(model, spec.names(), output_names, opts.labels)
-    from torch.export import Dim
+    from interop.stages.spec import export_dim
 
     dims: dict[str, Any] = {}
-    dyn = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()} or None
-                for t in spec.inputs)
+    dyn = tuple({a: export_dim(d, dims) for a, d in t.dynamic.items()} or None for t in spec.inputs)
     program = torch.export.export(module, args, dynamic_shapes=(dyn,) if any(dyn) else None).run_decompositions({})
     if opts.image is not None:
         common["inputs"] = _input_types(spec, cases, opts.shapes, opts.image)
