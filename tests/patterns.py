@@ -5,7 +5,7 @@ outcome per target)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -56,3 +56,59 @@ class StrideUNet(nn.Module):
 def stride_unet() -> nn.Module:
     torch.manual_seed(0)
     return StrideUNet().eval()
+
+
+class Detection(NamedTuple):
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+
+class GridDetector(nn.Module):
+    """FPN/YOLO-style: two feature levels, a 1x1 head per level, grid decode (sigmoid offsets
+    plus the cell's grid coordinates, times the stride), concatenated over levels; returns a
+    namedtuple."""
+
+    def __init__(self, anchors: int = 2, classes: int = 3):
+        super().__init__()
+        self.c3 = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU())
+        self.c4 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.lat = nn.Conv2d(16, 8, 1)
+        self.heads = nn.ModuleList([nn.Conv2d(c, anchors * (4 + classes), 1) for c in (8, 16)])
+        self.anchors, self.classes = anchors, classes
+
+    def forward(self, image: torch.Tensor) -> Detection:
+        p3 = self.c3(image)
+        p4 = self.c4(p3)
+        p3 = p3 + nn.functional.interpolate(self.lat(p4), scale_factor=2.0, mode="nearest")  # YOLOv5 upsample
+        boxes, scores = [], []
+        for feat, head, stride in ((p3, self.heads[0], 4), (p4, self.heads[1], 8)):
+            b, _, h, w = feat.shape
+            out = head(feat).view(b, self.anchors, 4 + self.classes, h, w).permute(0, 1, 3, 4, 2)
+            gy, gx = torch.meshgrid(torch.arange(h, dtype=feat.dtype), torch.arange(w, dtype=feat.dtype), indexing="ij")
+            grid = torch.stack([gx, gy], -1)
+            xy = (out[..., :2].sigmoid() * 2 - 0.5 + grid) * stride
+            wh = out[..., 2:4].exp().clamp(max=50) * stride
+            boxes.append(torch.cat([xy, wh], -1).reshape(b, -1, 4))
+            scores.append(out[..., 4:].sigmoid().reshape(b, -1, self.classes))
+        return Detection(torch.cat(boxes, 1), torch.cat(scores, 1))
+
+
+def grid_detector() -> nn.Module:
+    torch.manual_seed(0)
+    return GridDetector().eval()
+
+
+class Denoiser(nn.Module):
+    """diffusers-style: input and output are both called ``sample`` (returned as a dict)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"sample": sample - self.conv(sample)}
+
+
+def denoiser() -> nn.Module:
+    torch.manual_seed(0)
+    return Denoiser().eval()

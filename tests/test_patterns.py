@@ -107,3 +107,51 @@ def test_unet_that_fails_at_every_size_is_blamed_on_the_spec_with_the_sizes_trie
     assert result.exit_code == 2
     assert "the model fails at height = 65" not in result.stderr  # 65 is outside 30..36
     assert "fails at height = 33, 34" in result.stderr and "narrow the range of height" in result.stderr
+
+
+def test_detector_with_grid_decode_builds_both_and_keeps_namedtuple_field_names(tmp_path):
+    result, report = build_json(tmp_path, "tests.patterns:grid_detector", "--input", "image:1x3x64x64",
+                                "--dynamic", "image:2=height:32..256/8", "--dynamic", "image:3=width:32..256/8")
+    assert result.exit_code == 0, result.output
+    assert [o["name"] for o in report["outputs"]] == ["boxes", "scores"]
+    assert all(s % 8 == 0 for c in report["cases"] for s in c["sizes"].values())
+    assert (tmp_path / "grid_detector.onnx").exists() and (tmp_path / "grid_detector.mlpackage").exists()
+
+
+def test_output_named_like_an_input_is_renamed_with_a_note(tmp_path):
+    result, report = build_json(tmp_path, "tests.patterns:denoiser", "--input", "sample:1x4x8x8", "--targets", "onnx")
+    assert result.exit_code == 0, result.output
+    assert [o["name"] for o in report["outputs"]] == ["sample_out"]
+    assert any("'sample' has the name of an input" in w for w in report["warnings"])
+    clash = invoke("build", "tests.patterns:denoiser", "--input", "sample:1x4x8x8", "--output-name", "sample",
+                   "--out", str(tmp_path))
+    assert clash.exit_code == 2  # a name the user chose is not silently changed
+
+
+# --- --json: one JSON object on stdout on every exit ------------------------------------------
+
+
+@pytest.mark.parametrize("args,kind,code", [
+    (["tests.patterns:stride_unet", "--input", "image:1x3xQ"], "spec", 2),
+    (["tests.fixtures.models:data_dependent_if", "--input", "x:2x4"], "export", 1),  # a trace hazard
+    (["tests.fixtures.models:raises"], "load", 2),
+])
+def test_json_prints_one_object_on_every_exit(tmp_path, args, kind, code):
+    result = invoke("build", *args, "--out", str(tmp_path), "--json")
+    assert result.exit_code == code, result.output
+    data = json.loads(result.stdout)  # exactly one object, nothing else on stdout
+    assert data["passed"] is False and data["error"]["kind"] == kind
+    assert data["error"]["message"] and "hint" in data["error"]
+
+
+def test_json_internal_error_is_one_object(tmp_path, monkeypatch):
+    import interop.stages.pipeline as pipeline
+
+    def broken(config):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(pipeline, "build", broken)
+    result = invoke("build", "tests.patterns:denoiser", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"] == {"kind": "internal", "message": "ZeroDivisionError: boom",
+                                                  "hint": "rerun with --debug and report it"}

@@ -44,6 +44,7 @@ class Prepared:
     trace: Any = None
     noise: Noise = field(default_factory=Noise)
     hazards: list[Hazard] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # report warnings (renamed outputs, ...)
 
 
 def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
@@ -60,10 +61,11 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
         if not looks_like_probabilities(ref.outputs["example"][0][:1]):
             module = wrap(source.module, spec.names(), image, softmax=True)
             ref = reference(module, spec, all_cases, config, pixels)
-    names = output_names(source.module, spec, ref, config)
+    notes: list[str] = []
+    names = output_names(source.module, spec, ref, config, notes)
     if labels:
         names[0] = PROBS
-    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases))
+    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases), notes=notes)
     prep.trace = Trace(module, prep.export_args, prep.noise)
     if prep.trace.traced is not None and prep.trace.traced is not module:
         prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
@@ -193,9 +195,14 @@ def _check_sample_shape(t: Any, arr: np.ndarray, path: str) -> None:
                         hint="match the input spec (dynamic axes may vary inside their range)")
 
 
-def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig) -> list[str]:
+def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig,
+                 notes: list[str] | None = None) -> list[str]:
+    """The user's --output-name list, else the model's own (dict keys, ModelOutput fields,
+    namedtuple fields), else output / output_<i>. A derived name equal to an input's (diffusers'
+    ``sample``) is renamed ``<name>_out``, with a note."""
     count = len(ref.outputs["example"][0])
     names = list(spec.output_names)
+    given = bool(names)
     if not names:
         import torch
 
@@ -203,14 +210,38 @@ def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConf
 
         with torch.no_grad():
             raw = module(*to_torch(ref.samples["example"][0], spec.names()))
-        names = output_keys(raw) or (["output"] if count == 1 else [f"output_{i}" for i in range(count)])
+        names = output_keys(raw) or _field_names(raw) or (["output"] if count == 1 else
+                                                          [f"output_{i}" for i in range(count)])
     if len(names) != count:
         raise SpecError(f"{len(names)} output name(s) given ({', '.join(names)}) but the model returns {count} tensors",
                         hint="give one --output-name per output tensor")
+    if not given:
+        names = _renamed_clashes(names, spec.names(), notes if notes is not None else [])
     clash = set(names) & set(spec.names())
     if clash or len(set(names)) != len(names):
         raise SpecError(f"output names {names} repeat or clash with input names", hint="give distinct names")
     return names
+
+
+def _field_names(out: Any) -> list[str] | None:
+    """A namedtuple of tensors keeps its field names."""
+    fields = getattr(out, "_fields", None)
+    if isinstance(out, tuple) and fields and all(hasattr(v, "shape") for v in out):
+        return [str(f) for f in fields]
+    return None
+
+
+def _renamed_clashes(names: list[str], inputs: list[str], notes: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        new = name
+        while new in inputs or new in out or (new != name and new in names):
+            new = f"{new}_out"
+        if new != name:
+            notes.append(f"output {name!r} has the name of an input: it is called {new!r} in both artifacts "
+                         f"(--output-name sets other names)")
+        out.append(new)
+    return out
 
 
 def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[dict[int, str]]:
