@@ -112,3 +112,106 @@ class Denoiser(nn.Module):
 def denoiser() -> nn.Module:
     torch.manual_seed(0)
     return Denoiser().eval()
+
+
+@torch.library.custom_op("interop_patterns::scaled_tanh", mutates_args=())
+def scaled_tanh(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """A user op registered with torch.library: neither exporter nor coremltools knows it."""
+    return torch.tanh(x) * scale
+
+
+@scaled_tanh.register_fake
+def _(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class CustomOp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return scaled_tanh(self.fc(x), 2.0)
+
+
+def custom_op() -> nn.Module:
+    torch.manual_seed(0)
+    return CustomOp().eval()
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def quantized_mlp() -> nn.Module:
+    """torch.ao.quantization.quantize_dynamic'd Linear layers (quantized::linear_dynamic)."""
+    torch.manual_seed(0)
+    return torch.ao.quantization.quantize_dynamic(MLP().eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+class Whitening(nn.Module):
+    """torch.linalg: the inverse of a per-sample covariance."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cov = x.transpose(1, 2) @ x / x.shape[1] + torch.eye(x.shape[2])
+        return torch.linalg.inv(cov)
+
+
+def linalg_inv() -> nn.Module:
+    return Whitening().eval()
+
+
+class Cholesky(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cov = x.transpose(1, 2) @ x + torch.eye(x.shape[2])
+        return torch.linalg.cholesky(cov)
+
+
+def linalg_cholesky() -> nn.Module:
+    return Cholesky().eval()
+
+
+def diffusers_unet() -> nn.Module:
+    """diffusers' UNet2DModel (tiny config, random weights): input and output both ``sample``."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    model = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                        block_out_channels=(32, 32), norm_num_groups=8,
+                        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+
+    class Denoise(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = model
+
+        def forward(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+            timestep = torch.full((sample.shape[0],), 10, dtype=torch.long)
+            return {"sample": self.unet(sample, timestep).sample}
+
+    return Denoise().eval()
+
+
+def wav2vec2() -> nn.Module:
+    """HF Wav2Vec2 (tiny config, random weights): raw audio in, hidden states out."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=2)  # feat_extract_norm="group": GroupNorm(C, C)
+
+    class Audio(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Wav2Vec2Model(config)
+
+        def forward(self, audio: torch.Tensor) -> torch.Tensor:
+            return self.model(audio).last_hidden_state
+
+    return Audio().eval()

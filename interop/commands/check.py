@@ -36,7 +36,24 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
             ops = op_report(prep.trace.traced.inlined_graph, config.opset or DEFAULT_OPSET, chosen)
         result["ops"] = [u.to_json() for u in ops]
         result["blocked_targets"] = sorted({t for u in ops for t in u.blocking()})
+    _fp16_check(result, prep, spec, config, [t.name for t in chosen])
     blocking = result.get("blocked_targets")
     result["would_fail"] = bool(blocking or result["hazards"])
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def _fp16_check(result: dict[str, Any], prep: Any, spec: Any, config: BuildConfig, chosen: list[str]) -> None:
+    """At --precision fp16, an intermediate value beyond fp16's range makes Core ML disagree."""
+    from interop.stages.preflight import fp16_overflow
+
+    if "coreml" not in chosen or config.precision != "fp16":
+        return
+    where = fp16_overflow(prep.module, prep.ref.samples["example"][0], spec.names())
+    if where:
+        op, path, value = where
+        result["fp16_overflow"] = {"op": op, "where": path, "max_abs": value}
+        result["ops"].append({"op": op, "where": [path], "onnx": "ok",
+                              "coreml": f"overflows fp16 (max |value| {value:.3g} > 65504): Core ML at --precision "
+                                        f"fp16 gives Inf here — build with --precision fp32"})
+        result["blocked_targets"] = sorted(set(result.get("blocked_targets", [])) | {"coreml"})
