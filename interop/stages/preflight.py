@@ -272,6 +272,8 @@ def fp16_overflow(module: Any, sample: dict[str, Any], names: list[str]) -> tupl
 
     hooks = []
     for path, sub in module.named_modules():
+        if isinstance(sub, torch.jit.ScriptModule):  # no hooks on TorchScript: no module path there
+            continue
         label = _module_path(f"__module.{path}" if path else "")
         hooks.append(sub.register_forward_pre_hook(lambda *_, label=label: stack.append(label) and None))
         hooks.append(sub.register_forward_hook(leave))
