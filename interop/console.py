@@ -49,6 +49,9 @@ def target_lines(d: dict[str, Any]) -> list[str]:
             how = f"[dim]{t.get('exporter') or t.get('capture') or ''} {t.get('seconds', '')}s[/]"
             if t.get("shipped", t.get("path") is not None):
                 lines.append(f"[green]✓[/] {name}: shipped {t['path']}  {how}")
+                fallback = next((n for n in t.get("notes") or [] if n.startswith("FALLBACK")), None)
+                if fallback:
+                    lines.append(f"  [bold yellow]! {fallback}[/]")
             else:
                 lines.append(f"[yellow]✗ {name} passed but was not shipped: --all-or-nothing and "
                              f"{', '.join(failed) or 'another target'} did not pass[/]")

@@ -215,3 +215,36 @@ def wav2vec2() -> nn.Module:
             return self.model(audio).last_hidden_state
 
     return Audio().eval()
+
+
+class SizeUpsample(nn.Module):
+    """FPN top-down path upsampling to the lateral's size (``size=lateral.shape[-2:]``): with
+    flexible H/W coremltools cannot map it to a constant-scale upsample."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.lat = nn.Conv2d(3, 8, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        top = self.down(image)
+        return self.lat(image) + nn.functional.interpolate(top, size=image.shape[-2:], mode="nearest")
+
+
+def size_upsample() -> nn.Module:
+    torch.manual_seed(0)
+    return SizeUpsample().eval()
+
+
+class GroupNormConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.norm(self.conv(x)))
+
+
+def group_norm() -> nn.Module:
+    torch.manual_seed(0)
+    return GroupNormConv().eval()

@@ -155,3 +155,41 @@ def test_json_internal_error_is_one_object(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"] == {"kind": "internal", "message": "ZeroDivisionError: boom",
                                                   "hint": "rerun with --debug and report it"}
+
+
+# --- flexible Core ML shapes coremltools cannot express ----------------------------------------
+
+
+def test_core_ml_falls_back_to_fixed_shapes_and_records_them_onnx_stays_dynamic(tmp_path):
+    result, report = build_json(tmp_path, "tests.patterns:size_upsample", "--input", "image:1x3x32x32",
+                                "--dynamic", "image:2=height:16..64/16")
+    assert result.exit_code == 0, result.output
+    coreml = report["targets"]["coreml"]
+    assert coreml["shapes"] == {"mode": "fixed", "inputs": {"image": [1, 3, 32, 32]}}
+    assert [r["path"] for r in coreml["rejected"]][-1].endswith("enumerated shapes")  # range, then enumerated, tried
+    assert any(w.startswith("FALLBACK") and "fixed" in w for w in report["warnings"])
+    assert {a["case"] for a in report["agreement"] if a["target"] == "coreml"} == {"example"}
+    assert {a["case"] for a in report["agreement"] if a["target"] == "onnx"} == {"example", "height=64"}
+    info = json.loads(invoke("inspect", str(tmp_path / "size_upsample.onnx"), "--json").stdout)
+    assert info["inputs"][0]["shape"][2] == "height"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,args", [
+    ("diffusers_unet", ["--input", "sample:2x3x16x16", "--dynamic", "sample:0=batch:1..4"]),
+    ("wav2vec2", ["--input", "audio:2x1600", "--dynamic", "audio:0=batch:1..4", "--dynamic", "audio:1=samples:800..3200"]),
+])
+def test_group_norm_models_convert_with_a_flexible_batch(tmp_path, model, args):
+    pytest.importorskip("diffusers" if model.startswith("diffusers") else "transformers")
+    result, report = build_json(tmp_path, f"tests.patterns:{model}", *args)
+    assert result.exit_code == 0, result.output
+    assert report["targets"]["coreml"]["shapes"]["mode"] == "range"
+    assert {a["case"] for a in report["agreement"] if a["target"] == "coreml"} >= {"example", "batch=3"}
+
+
+def test_group_norm_with_a_flexible_batch_keeps_range_shapes(tmp_path):
+    result, report = build_json(tmp_path, "tests.patterns:group_norm", "--input", "x:2x3x8x8",
+                                "--dynamic", "x:0=batch:1..4", "--targets", "coreml")
+    assert result.exit_code == 0, result.output
+    assert report["targets"]["coreml"]["shapes"] == {"mode": "range", "inputs": {"x": ["1..4", 3, 8, 8]}}
+    assert report["targets"]["coreml"]["rejected"] == []
