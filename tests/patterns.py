@@ -248,3 +248,21 @@ class GroupNormConv(nn.Module):
 def group_norm() -> nn.Module:
     torch.manual_seed(0)
     return GroupNormConv().eval()
+
+
+class PaddedEncoder(nn.Module):
+    """nn.TransformerEncoder with src_key_padding_mask: in eval, PyTorch's fast path returns
+    zeros at padded positions; a traced or exported graph computes values there."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=True)
+
+    def forward(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        return self.encoder(tokens, src_key_padding_mask=padding)
+
+
+def padded_encoder() -> nn.Module:
+    torch.manual_seed(0)
+    return PaddedEncoder().eval()

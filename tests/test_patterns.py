@@ -193,3 +193,22 @@ def test_group_norm_with_a_flexible_batch_keeps_range_shapes(tmp_path):
     assert result.exit_code == 0, result.output
     assert report["targets"]["coreml"]["shapes"] == {"mode": "range", "inputs": {"x": ["1..4", 3, 8, 8]}}
     assert report["targets"]["coreml"]["rejected"] == []
+
+
+# --- when PyTorch disagrees with itself ---------------------------------------------------------
+
+
+def test_transformer_fast_path_is_reported_as_a_capture_difference_with_where(tmp_path):
+    import numpy as np
+
+    samples = tmp_path / "masks.npz"
+    rng = np.random.default_rng(0)
+    padding = np.array([[[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]], [[0, 0, 0, 0, 0, 1], [0, 0, 1, 1, 1, 1]]], dtype=bool)
+    np.savez(samples, tokens=rng.standard_normal((2, 2, 6, 16)).astype(np.float32), padding=padding)
+    result = invoke("build", "tests.patterns:padded_encoder", "--input", "tokens:2x6x16", "--input", "padding:2x6:bool",
+                    "--samples", str(samples), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "differs from eager PyTorch" in line and "fast path" in line
+    assert "e.g. at (0, 4," in line  # the first padded position of the first sequence
+    assert "nested tensors" not in result.output  # torch's own warning stays off the console

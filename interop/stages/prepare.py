@@ -55,20 +55,26 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     all_cases = cases(spec)
     pixels = {image.input} if image else set()
     module = wrap(source.module, spec.names(), image, softmax=False)
-    ref = reference(module, spec, all_cases, config, pixels)
+    noise = Noise()  # torch's own warnings while running the model go to the report, not the console
+    with captured(noise):
+        ref = reference(module, spec, all_cases, config, pixels)
     if labels:
         _check_labels(labels, ref)
         if not looks_like_probabilities(ref.outputs["example"][0][:1]):
             module = wrap(source.module, spec.names(), image, softmax=True)
-            ref = reference(module, spec, all_cases, config, pixels)
+            with captured(noise):
+                ref = reference(module, spec, all_cases, config, pixels)
     notes: list[str] = []
-    names = output_names(source.module, spec, ref, config, notes)
+    with captured(noise):
+        names = output_names(source.module, spec, ref, config, notes)
     if labels:
         names[0] = PROBS
-    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases), notes=notes)
+    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases), noise=noise,
+                    notes=notes)
     prep.trace = Trace(module, prep.export_args, prep.noise)
     if prep.trace.traced is not None and prep.trace.traced is not module:
-        prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
+        with captured(noise):
+            prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names(), names)
     if not config.allow_trace_warnings:
         fail_on_hazards(prep.hazards)
     return prep

@@ -359,16 +359,35 @@ class CoremlTarget(Target):
                 continue
             rows = diffs("coreml", runtime, ref, got, prep.names, config.precision, config.tolerance)
             bad = next((d for d in rows if not d.passed), None)
-            if bad is not None and runtime == "interop-mil":
-                where = self._departure(result.path, spec, prep, ref.samples[bad.case][bad.sample])
-                if where:
-                    entry["departure"] = where.removeprefix("; ")
-                    bad.note = f"{bad.note}{where}"
-                if config.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
-                    entry["hint"] = "values beyond fp16's range (65504): build with --precision fp32"
-                    bad.note = f"{bad.note} — {entry['hint']}"
+            if bad is not None:
+                self._diagnose(bad, runtime, entry, result, ctx, ref)
             out.diffs.extend(rows)
         return out
+
+    def _diagnose(self, bad: Any, runtime: str, entry: dict[str, Any], result: CoremlResult, ctx: TargetContext,
+                  ref: Any) -> None:
+        """Say why Core ML disagrees: the capture itself differs from eager PyTorch (checked first),
+        or the first MIL op that departs (with the fp16 hint when a value overflows)."""
+        from interop.targets.coreml_hints import capture_difference
+
+        prep, spec = ctx.prep, ctx.spec
+        capture = None
+        if bad.case in prep.ref.samples:
+            with captured(ctx.noise):
+                capture = capture_difference(result.capture, prep, spec, bad.case, bad.sample)
+        if capture:
+            entry["capture_difference"] = capture
+            bad.note = f"{bad.note}; {capture}"
+            return
+        if runtime != "interop-mil":
+            return
+        where = self._departure(result.path, spec, prep, ref.samples[bad.case][bad.sample])
+        if where:
+            entry["departure"] = where.removeprefix("; ")
+            bad.note = f"{bad.note}{where}"
+        if ctx.config.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
+            entry["hint"] = "values beyond fp16's range (65504): build with --precision fp32"
+            bad.note = f"{bad.note} — {entry['hint']}"
 
     @staticmethod
     def _departure(path: Path, spec: InputSpec, prep: Any, sample: dict[str, np.ndarray]) -> str:
