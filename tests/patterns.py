@@ -266,3 +266,46 @@ class PaddedEncoder(nn.Module):
 def padded_encoder() -> nn.Module:
     torch.manual_seed(0)
     return PaddedEncoder().eval()
+
+
+# name -> (MODULE:FN, --input, --dynamic, other settings): what scripts/check_vs_build.py builds
+PATTERNS: dict[str, tuple[str, list[str], list[str], dict[str, Any]]] = {
+    "stride_unet": ("tests.patterns:stride_unet", ["image:1x3x32x32"], ["image:2=height:16..128/8", "image:3=width:16..128/8"], {}),
+    "grid_detector": ("tests.patterns:grid_detector", ["image:1x3x64x64"],
+                      ["image:2=height:32..256/8", "image:3=width:32..256/8"], {}),
+    "diffusers_unet": ("tests.patterns:diffusers_unet", ["sample:2x3x16x16"], ["sample:0=batch:1..4"],
+                       {"allow_trace_warnings": True}),
+    "wav2vec2": ("tests.patterns:wav2vec2", ["audio:2x1600"], ["audio:0=batch:1..4", "audio:1=samples:800..3200"], {}),
+    "padded_encoder": ("tests.patterns:padded_encoder", ["tokens:2x6x16", "padding:2x6:bool"], [], {}),
+    "fp16_overflow": ("tests.fixtures.models:explodes", ["x:2x4:float32:1..3"], [], {}),
+    "custom_op": ("tests.patterns:custom_op", ["x:2x8"], ["x:0=batch:1..8"], {}),
+    "quantized_mlp": ("tests.patterns:quantized_mlp", ["x:2x16"], [], {}),
+    "linalg_inv": ("tests.patterns:linalg_inv", ["x:2x6x3"], [], {}),
+    "linalg_cholesky": ("tests.patterns:linalg_cholesky", ["x:2x6x3"], [], {}),
+    "bicubic": ("tests.patterns:bicubic", ["x:1x3x8x8"], [], {}),
+    "size_upsample": ("tests.patterns:size_upsample", ["image:1x3x32x32"], ["image:2=height:16..64/16"], {}),
+    "group_norm": ("tests.patterns:group_norm", ["x:2x3x8x8"], ["x:0=batch:1..4"], {}),
+    "denoiser": ("tests.patterns:denoiser", ["sample:1x4x8x8"], [], {}),
+    "vit_interpolated": ("tests.patterns:vit_interpolated", ["pixel_values:1x3x32x32"],
+                         ["pixel_values:2=height:16..64/8", "pixel_values:3=width:16..64/8"], {}),
+}
+
+
+def vit_interpolated() -> nn.Module:
+    """HF ViT with interpolate_pos_encoding=True: the position embeddings are resized (bicubic)
+    to the image's patch grid, so H and W may vary."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, initializer_range=0.2)
+
+    class Interpolated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = ViTModel(config, add_pooling_layer=False)
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.vit(pixel_values, interpolate_pos_encoding=True).last_hidden_state
+
+    return Interpolated().eval()

@@ -212,3 +212,25 @@ def test_transformer_fast_path_is_reported_as_a_capture_difference_with_where(tm
     assert len(line.splitlines()) == 1 and "differs from eager PyTorch" in line and "fast path" in line
     assert "e.g. at (0, 4," in line  # the first padded position of the first sequence
     assert "nested tensors" not in result.output  # torch's own warning stays off the console
+
+
+# --- sources and names ----------------------------------------------------------------------------
+
+
+def test_trusted_pickle_whose_class_lives_beside_the_model_loads(tmp_path):
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mynet_defs.py").write_text(
+        "import torch\nclass MyNet(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x)\n")
+    save = "import torch, mynet_defs; torch.manual_seed(0); torch.save(mynet_defs.MyNet().eval(), 'mynet.pt')"
+    subprocess.run([sys.executable, "-c", save], cwd=project, check=True)
+    assert "mynet_defs" not in sys.modules
+    result, report = build_json(tmp_path / "out", str(project / "mynet.pt"), "--trust", "--input", "x:2x4",
+                                "--targets", "onnx")
+    assert result.exit_code == 0, result.output
+    assert report["model"]["format"] == "pickle"
+    sys.modules.pop("mynet_defs", None)
