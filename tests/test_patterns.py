@@ -234,3 +234,17 @@ def test_trusted_pickle_whose_class_lives_beside_the_model_loads(tmp_path):
     assert result.exit_code == 0, result.output
     assert report["model"]["format"] == "pickle"
     sys.modules.pop("mynet_defs", None)
+
+
+def test_pt2_program_with_dict_outputs_builds_both_with_the_dict_keys(tmp_path):
+    import torch
+
+    from tests import zoo
+
+    path = tmp_path / "multi.pt2"
+    torch.export.save(torch.export.export(zoo.multi_io.module(), (torch.randn(2, 3, 16, 16), torch.randn(2, 5))), path)
+    result, report = build_json(tmp_path, str(path))
+    assert result.exit_code == 0, result.output
+    assert report["model"]["format"] == "exported_program"
+    assert [o["name"] for o in report["outputs"]] == ["scores", "embedding"]
+    assert (tmp_path / "multi.onnx").exists() and (tmp_path / "multi.mlpackage").exists()
