@@ -248,3 +248,34 @@ def test_pt2_program_with_dict_outputs_builds_both_with_the_dict_keys(tmp_path):
     assert report["model"]["format"] == "exported_program"
     assert [o["name"] for o in report["outputs"]] == ["scores", "embedding"]
     assert (tmp_path / "multi.onnx").exists() and (tmp_path / "multi.mlpackage").exists()
+
+
+# --- interop check agrees with build ------------------------------------------------------------
+
+
+def check_json(*args: str) -> dict:
+    result = invoke("check", *args, "--json")
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("model,inputs,blocked", [
+    ("tests.patterns:custom_op", "x:2x8", ["coreml", "onnx"]),  # a torch.library custom op
+    ("tests.patterns:quantized_mlp", "x:2x16", ["coreml", "onnx"]),  # quantized::linear_dynamic
+    ("tests.patterns:bicubic", "x:1x3x8x8", ["coreml"]),  # ONNX has cubic Resize (opset 11 symbolic)
+    ("tests.fixtures.models:explodes", "x:2x4:float32:1..3", ["coreml"]),  # overflows fp16
+])
+def test_check_predicts_which_targets_fail(model, inputs, blocked):
+    data = check_json(model, "--input", inputs)
+    assert data["would_fail"] is True and data["blocked_targets"] == blocked, data["ops"]
+
+
+def test_check_names_the_fp16_overflow_op_and_where():
+    data = check_json("tests.fixtures.models:explodes", "--input", "x:2x4:float32:1..3")
+    assert data["fp16_overflow"]["op"] == "aten::mul" and data["fp16_overflow"]["max_abs"] > 65504
+
+
+@pytest.mark.slow
+def test_check_does_not_block_bert_on_dunder_and():
+    data = check_json("tests.zoo:bert_model")
+    assert data["would_fail"] is False, data["ops"]
+    assert all(u.get("onnx") == "ok" for u in data["ops"] if u["op"] == "aten::__and__")
