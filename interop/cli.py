@@ -87,7 +87,7 @@ def _settings_command(model_help: str) -> Callable[[Callable[[Any, bool], int]],
                     given["targets"] = [t.strip() for t in given["targets"].split(",") if t.strip()]
                 return fn(BuildConfig(**given), json_out)
 
-            raise typer.Exit(_guard(run))
+            raise typer.Exit(_guard(run, json_out))
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
@@ -166,7 +166,7 @@ def inspect(artifact: str = typer.Argument(..., help=".onnx file or .mlpackage f
         _emit(inspect_artifact(artifact), json_out, lambda info: _console().render_inspect(info))
         return 0
 
-    raise typer.Exit(_guard(run))
+    raise typer.Exit(_guard(run, json_out))
 
 
 @app.command()
@@ -190,7 +190,7 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
         _emit(run_bench(artifact, warmup, runs, slow_runs, threads, not no_unsimplified, trust), json_out, render)
         return 0
 
-    raise typer.Exit(_guard(run))
+    raise typer.Exit(_guard(run, json_out))
 
 
 @app.command()
@@ -212,7 +212,7 @@ def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
             render_build(report, verb="verify")
         return 0 if report.passed else 1
 
-    raise typer.Exit(_guard(run))
+    raise typer.Exit(_guard(run, json_out))
 
 
 def _emit(data: Any, json_out: bool, render: Callable[[Any], None]) -> None:
@@ -248,7 +248,9 @@ def _with_progress(fn, quiet: bool):
 _RESOURCE_ERRNOS = {28, 27, 122, 30}  # ENOSPC, EFBIG, EDQUOT, EROFS
 
 
-def _guard(fn) -> int:
+def _guard(fn, json_out: bool = False) -> int:
+    """Run a command; an error is one red line on stderr (and, with --json, one JSON object on
+    stdout: ``{"passed": false, "error": {"kind", "message", "hint"}}``) and its exit code."""
     from interop.errors import InteropError
 
     try:
@@ -257,9 +259,11 @@ def _guard(fn) -> int:
         if _STATE["debug"]:
             raise
         _red(f"interop: {exc.line()}")
+        _json_error(json_out, exc.kind, exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         _red("interop: interrupted; previous artifacts are untouched")
+        _json_error(json_out, "interrupted", "interrupted", "previous artifacts are untouched")
         return 130
     except Exception as exc:  # a bug in interop or a library: one line, traceback with --debug
         if _STATE["debug"]:
@@ -267,10 +271,21 @@ def _guard(fn) -> int:
         if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:  # disk full, file-size limit, read-only
             _red(f"interop: cannot write {exc.filename or 'a file'}: {exc.strerror} — free space or raise the "
                  "limit, or pass another --out; previous artifacts are untouched")
+            _json_error(json_out, "resource", f"cannot write {exc.filename or 'a file'}: {exc.strerror}",
+                        "free space or raise the limit, or pass another --out")
             return 2
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         _red(f"interop: internal error {type(exc).__name__}: {first} — rerun with --debug and report it")
+        _json_error(json_out, "internal", f"{type(exc).__name__}: {first}", "rerun with --debug and report it")
         return 1
+
+
+def _json_error(json_out: bool, kind: str, message: str, hint: str | None) -> None:
+    if json_out:
+        from interop import __version__
+
+        sys.stdout.write(json.dumps({"passed": False, "interop_version": __version__,
+                                     "error": {"kind": kind, "message": message, "hint": hint}}, indent=2) + "\n")
 
 
 def _red(line: str) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
+REPORT_ONLY = ("coremltools has not been tested with this torch version",)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -29,13 +32,8 @@ def render_build(report: Any, verb: str = "build") -> None:
 
     console = Console(highlight=False)
     d = report.data
-    for name, t in d["targets"].items():
-        if t["status"] == "ok":
-            how = t.get("exporter") or t.get("capture") or ""
-            where = _safe(t["path"]) if t["path"] else "(not kept: another target failed and --all-or-nothing was given)"
-            console.print(f"[green]✓[/] {name}: {where}  [dim]{how} {t.get('seconds', '')}s[/]")
-        elif t["status"] != "skipped":
-            console.print(f"[red]✗ {name} {t['status']}: {_safe(t.get('error'))} — not shipped[/]")
+    for line in target_lines(d):
+        console.print(line)
     table = Table(title="agreement with PyTorch (worst sample)", show_lines=False)
     for col in ("target", "runtime", "case", "output", "rel_l2", "max_abs", "top-1", "ok"):
         table.add_column(col)
@@ -46,8 +44,40 @@ def render_build(report: Any, verb: str = "build") -> None:
     if report.summary_rows():
         console.print(table)
     for w in d["warnings"]:
+        if w.startswith(REPORT_ONLY):  # in the report and `interop doctor`, not on every build
+            continue
         console.print(f"[yellow]! {_safe(w)}[/]")
-    console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
+    console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]" + _shipped_summary(d))
+
+
+def target_lines(d: dict[str, Any]) -> list[str]:
+    """One line per chosen target: shipped where, or why not (its own failure, or --all-or-nothing)."""
+    lines = []
+    failed = [n for n, t in d["targets"].items() if t["status"] not in ("ok", "skipped")]
+    for name, t in d["targets"].items():
+        if t["status"] == "ok":
+            how = f"[dim]{t.get('exporter') or t.get('capture') or ''} {t.get('seconds', '')}s[/]"
+            if t.get("shipped", t.get("path") is not None):
+                lines.append(f"[green]✓[/] {name}: shipped {_safe(t['path'])}  {how}")
+                fallback = next((n for n in t.get("notes") or [] if n.startswith("FALLBACK")), None)
+                if fallback:
+                    lines.append(f"  [bold yellow]! {fallback}[/]")
+            else:
+                lines.append(f"[yellow]✗ {name} passed but was not shipped: --all-or-nothing and "
+                             f"{', '.join(failed) or 'another target'} did not pass[/]")
+        elif t["status"] != "skipped":
+            kept = f" (rejected artifact kept as {_safe(t['path'])})" if t.get("path") else ""
+            lines.append(f"[red]✗ {name} {t['status']}: {_safe(t.get('error'))} — not shipped{kept}[/]")
+            if t.get("hint"):
+                lines.append(f"  [dim]hint: {t['hint']}[/]")
+    return lines
+
+
+def _shipped_summary(d: dict[str, Any]) -> str:
+    shipped = [n for n, t in d["targets"].items() if t.get("shipped")]
+    if not shipped:
+        return " — nothing shipped; the previous artifacts are untouched"
+    return f" — shipped {', '.join(shipped)} only (exit 1)"
 
 
 def render_inspect(info: dict[str, Any]) -> None:

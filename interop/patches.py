@@ -89,9 +89,10 @@ def _coremltools_torch_ops() -> Undo:
     registry's previous entries."""
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
 
-    from interop.targets.coreml_ops import translations
+    from interop.targets.coreml_ops import swap_group_norm_impl, translations
 
     added, replaced = translations()
+    restore_group_norm = swap_group_norm_impl()
     mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
     wanted = {n: f for n, f in added.items() if n not in mapping}  # coremltools' own, where it has one
     wanted.update(replaced)
@@ -108,6 +109,7 @@ def _coremltools_torch_ops() -> Undo:
                 mapping.pop(name, None)
             else:
                 mapping[name] = fn
+        restore_group_norm()
 
     return undo
 
@@ -141,7 +143,8 @@ PATCHES: tuple[Patch, ...] = (
           "adds torch op translations coremltools lacks and replaces four that fail on real models "
           "(targets/coreml_ops.py: PATCHED, OVERRIDES)",
           "aten::diff, new_ones, __and__, where.Scalar* have no translation; adaptive pools, permute and transpose "
-          "fail on dynamic or rank-6 shapes (each reason in coreml_ops.OVERRIDES)",
+          "fail on dynamic or rank-6 shapes, group_norm on a flexible batch (each reason in coreml_ops.OVERRIDES; "
+          "group_norm's shared _group_norm_impl is swapped too)",
           "coremltools 9.0", "during Core ML conversion (interop build); process-wide after coreml_ops.register()",
           "interop/targets/coreml_ops.py", _coremltools_torch_ops),
     Patch("coremltools-fp16-overflow-check", "coremltools",

@@ -38,11 +38,14 @@ class Report:
             "inputs": [t.to_json() for t in spec.inputs],
             "outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "dynamic": dims[i]}
                         for i, (n, o) in enumerate(zip(names, example))],
-            "cases": [{"name": c.name, "sizes": dict(c.sizes), "samples": len(ref.samples[c.name])} for c in all_cases],
+            "cases": [{"name": c.name, "sizes": dict(c.sizes), "samples": len(ref.samples[c.name]),
+                       **({"tried": list(c.tried)} if getattr(c, "tried", ()) else {})} for c in all_cases],
             "targets": {t: {"status": "skipped"} for t in (target_names or targets.default_names())},
             "agreement": [],
             "tolerances": DEFAULT_TOLERANCES,
-            "warnings": tolerance_warnings(config),
+            "warnings": tolerance_warnings(config) + [
+                f"the model fails at {c.sizes[0][0]} = {', '.join(map(str, c.tried))}; tested at "
+                f"{c.sizes[0][0]} = {c.sizes[0][1]} instead" for c in all_cases if getattr(c, "tried", ())],
             "settings": settings,
             "settings_source": sources,
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
@@ -132,7 +135,8 @@ class Report:
                  f"{d['model']['format']} model, {d['model']['parameters']:,} parameters", "", "## Inputs", "",
                  "| name | shape | dtype | dynamic |", "|---|---|---|---|"]
         for i in d["inputs"]:
-            dyn = ", ".join(f"axis {a} = {v['name']} ({v['min']}..{v['max']})" for a, v in i["dynamic"].items())
+            dyn = ", ".join(f"axis {a} = {v['name']} ({v['min']}..{v['max']}"
+                            f"{'/' + str(v['step']) if v.get('step', 1) > 1 else ''})" for a, v in i["dynamic"].items())
             lines.append(f"| {i['name']} | {i['shape']} | {i['dtype']} | {dyn or '—'} |")
         lines += ["", "## Outputs", "", "| name | shape | dtype |", "|---|---|---|"]
         lines += [f"| {o['name']} | {o['shape']} | {o['dtype']} |" for o in d["outputs"]]

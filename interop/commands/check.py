@@ -44,6 +44,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
             ops = op_report(prep.trace.traced.inlined_graph, config.opset or DEFAULT_OPSET, chosen)
         result["ops"] = [u.to_json() for u in ops]
         result["blocked_targets"] = sorted({t for u in ops for t in u.blocking()})
+    _fp16_check(result, prep, spec, config, [t.name for t in chosen])
     blocking = result.get("blocked_targets")
     if result.get("converter_blocked"):
         blocking = sorted(set(blocking or []) | set(result["converter_blocked"]))
@@ -65,3 +66,19 @@ def _onnx_source_check(source: Any, prep: Any, chosen: list[Any], result: dict[s
     if prep.conversion_problem:
         result["converter_blocked"] = [t.name for t in module_targets]
     return module_targets
+
+
+def _fp16_check(result: dict[str, Any], prep: Any, spec: Any, config: BuildConfig, chosen: list[str]) -> None:
+    """At --precision fp16, an intermediate value beyond fp16's range makes Core ML disagree."""
+    from interop.stages.preflight import fp16_overflow
+
+    if "coreml" not in chosen or config.precision != "fp16" or prep.module is None:
+        return
+    where = fp16_overflow(prep.module, prep.ref.samples["example"][0], spec.names())
+    if where:
+        op, path, value = where
+        result["fp16_overflow"] = {"op": op, "where": path, "max_abs": value}
+        result["ops"].append({"op": op, "where": [path], "onnx": "ok",
+                              "coreml": f"overflows fp16 (max |value| {value:.3g} > 65504): Core ML at --precision "
+                                        f"fp16 gives Inf here — build with --precision fp32"})
+        result["blocked_targets"] = sorted(set(result.get("blocked_targets", [])) | {"coreml"})

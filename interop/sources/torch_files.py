@@ -196,11 +196,20 @@ def _load_pickle(path: Path, factory: str | None, trust: bool) -> Source:
                 raise LoadError(f"cannot read {boundary.shown(path)}: {first_line(safe_exc)}",
                                 hint="the file is truncated or not a torch.save file") from safe_exc
             boundary.refuse_pickle(path, risky)
+        import os
+        import sys
+
+        added = [p for p in dict.fromkeys((str(path.resolve().parent), os.getcwd())) if p not in sys.path]
+        sys.path[:0] = added  # the model's classes may live beside it or in the current folder
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc:
             raise LoadError(f"cannot unpickle {path}: {first_line(exc)}",
-                            hint="the classes it needs must be importable (run from the project folder)") from exc
+                            hint="the classes it needs must be importable: beside the model file, in the current "
+                                 "folder, or on PYTHONPATH") from exc
+        finally:
+            for p in added:
+                sys.path.remove(p)
     if isinstance(obj, torch.nn.Module):
         return Source(obj, "pickle", str(path))
     if isinstance(obj, dict):

@@ -70,6 +70,7 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
         kind = "trace hazard (allowed)" if hazard.blocking else "trace warning in library code (the trace agreed " \
                                                                 "with the model on every case)"
         report.data["warnings"].append(f"{kind}: {hazard.line()}")
+    report.data["warnings"].extend(getattr(prep, "notes", []))
     ctx = TargetContext(config, source, spec, prep, work, folder.work_stem, meta, report)
     for target in chosen:
         run_target(target, ctx, report)

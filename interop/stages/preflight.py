@@ -50,13 +50,14 @@ class Hazard:
 
 
 def graph_ops(graph: Any) -> dict[str, list[str]]:
-    """aten:: ops and custom autograd Functions of a TorchScript graph -> module paths using them."""
+    """aten:: ops, ops of other namespaces (``torch.library`` custom ops, ``quantized::``) and
+    custom autograd Functions of a TorchScript graph -> module paths using them."""
     found: dict[str, list[str]] = {}
     for node in graph.nodes():
         kind = node.kind()
         if kind == "prim::PythonOp":
             kind = f"prim::PythonOp({node.pyname()})"
-        elif not kind.startswith("aten::"):
+        elif kind.startswith(("prim::", "onnx::")) or "::" not in kind:
             continue
         where = _module_path(node.scopeName())
         paths = found.setdefault(kind, [])
@@ -68,6 +69,7 @@ def graph_ops(graph: Any) -> dict[str, list[str]]:
 def _module_path(scope: str) -> str:
     """``__module.inner/__module.inner.h.0/__module.inner.h.0.attn`` -> ``h.0.attn``."""
     last = scope.split("/")[-1].replace("__module.", "") if scope else ""
+    last = last.rpartition("::")[2]  # functional calls: ``pkg.Class::inner``
     if last.startswith("inner."):
         return last[len("inner."):]
     return "(top level forward)" if last in ("inner", "") else last
@@ -77,14 +79,22 @@ def onnx_support(kind: str, opset: int) -> str:
     if kind.startswith("prim::PythonOp"):
         return "TorchScript exporter: no symbolic for a custom autograd Function; dynamo traces through it"
     import torch
-    import torch.onnx._internal.torchscript_exporter.symbolic_opset20  # noqa: F401  (fills the registry)
     from torch.onnx._internal.torchscript_exporter import registration
+
+    _fill_torchscript_registry()
 
     if not kind.endswith("__"):
         kind = kind.rstrip("_")  # in-place ops export as their functional form
-    if kind in _EXPORTER_BUILTINS or registration.registry.is_registered_op(kind, opset):
+    registered = registration.registry.is_registered_op
+    # the exporter registers dunder ops one underscore short: aten::__and_, aten::__or_
+    if kind in _EXPORTER_BUILTINS or registered(kind, opset) or (kind.endswith("__") and registered(kind[:-1], opset)):
         return "ok"
-    name = kind.split("::", 1)[1].rstrip("_")
+    namespace, name = kind.split("::", 1)
+    if namespace != "aten":
+        return f"missing in both exporters ({namespace}:: ops have no ONNX translation)"
+    name = name.rstrip("_")
+    if name.startswith("linalg_") and not _dynamo_has(name):
+        return "missing in both exporters (dynamo decomposes it into ops ONNX has no function for)"
     packet = getattr(torch.ops.aten, name, None)
     composite = packet is not None and any(
         torch._C._dispatch_has_kernel_for_dispatch_key(packet.default.name(), key)
@@ -92,6 +102,45 @@ def onnx_support(kind: str, opset: int) -> str:
     if composite:
         return "TorchScript exporter: missing; dynamo decomposes it (interop falls back to dynamo)"
     return "missing in both exporters"
+
+
+def _fill_torchscript_registry() -> None:
+    """Import every symbolic_opset module, as the exporter does when it exports: each registers
+    its ops (symbolic_opset20 alone lacks e.g. opset 11's upsample_bicubic2d, 14's SDPA)."""
+    import importlib
+    import pkgutil
+
+    import torch.onnx._internal.torchscript_exporter as exporter
+
+    for module in pkgutil.iter_modules(exporter.__path__):
+        if module.name.startswith("symbolic_opset"):
+            importlib.import_module(f"{exporter.__name__}.{module.name}")
+
+
+def _dynamo_has(name: str) -> bool:
+    """Whether the dynamo exporter's registry has ``aten.<name>`` or its ``_ex`` form."""
+    import torch
+    from torch.onnx._internal.exporter import _registration
+
+    registry = _dynamo_registry(_registration)
+    for candidate in (name, f"{name}_ex"):
+        packet = getattr(torch.ops.aten, candidate, None)
+        if packet is not None and hasattr(packet, "default") and registry.is_registered(packet.default):
+            return True
+    return False
+
+
+_DYNAMO: list[Any] = []
+
+
+def _dynamo_registry(module: Any) -> Any:
+    if not _DYNAMO:
+        _DYNAMO.append(module.ONNXRegistry.from_torchlib())
+    return _DYNAMO[0]
+
+
+# coremltools translations that exist but reject what models give them
+_COREML_PARTIAL = {"linalg_inv": "missing in coremltools for non-constant inputs (its translation only folds constants)"}
 
 
 def coreml_support(kind: str) -> str:
@@ -102,10 +151,13 @@ def coreml_support(kind: str) -> str:
     register()
     if kind.startswith("prim::PythonOp"):
         return "jit.trace path: no translation for a custom autograd Function; the torch.export path traces through it"
-    name = kind.split("::", 1)[1]
-    if name.rstrip("_") in PATCHED:
+    namespace, name = kind.split("::", 1)
+    if name.rstrip("_") in PATCHED or name in PATCHED:
         return "patched by interop"
-    return "ok" if _TORCH_OPS_REGISTRY.get_func(name) is not None else "missing in coremltools"
+    if namespace == "aten" and name.rstrip("_") in _COREML_PARTIAL:
+        return _COREML_PARTIAL[name.rstrip("_")]
+    lookup = name if namespace == "aten" else kind
+    return "ok" if _TORCH_OPS_REGISTRY.get_func(lookup) is not None else "missing in coremltools"
 
 
 def op_report(graph: Any, opset: int, targets: list[Any] | None = None) -> list[OpUse]:
@@ -155,9 +207,10 @@ def _source_line(filename: str, lineno: int) -> str:
     return f" `{line}`" if line else ""
 
 
-def trace_consistency(traced: Any, ref: Any, names: list[str]) -> list[Hazard]:
+def trace_consistency(traced: Any, ref: Any, names: list[str], outputs: list[str] | None = None) -> list[Hazard]:
     """Run the trace on every case's samples: a trace that departs from the eager model on other
-    inputs has baked in a data-dependent decision."""
+    inputs has baked in a data-dependent decision -- or eager PyTorch itself took another path
+    (a fast path) than the one captured. Says where the outputs differ."""
     from interop.runtimes.torch_ref import run_torch
 
     hazards = []
@@ -168,12 +221,27 @@ def trace_consistency(traced: Any, ref: Any, names: list[str]) -> list[Hazard]:
             except Exception as exc:  # the trace cannot even run these shapes
                 hazards.append(Hazard(f"the trace fails on case {case}: {type(exc).__name__}"))
                 break
-            for out_name, r, g in zip(range(len(got)), ref.outputs[case][i], got):
+            for index, (r, g) in enumerate(zip(ref.outputs[case][i], got)):
                 if g.shape != r.shape or metrics(r, g)["rel_l2"] > TRACE_CONSISTENCY_REL_L2:
-                    hazards.append(Hazard(f"the trace gives other results than the model on case {case} "
-                                          f"(output {out_name}): it baked in a data-dependent decision"))
+                    name = outputs[index] if outputs and index < len(outputs) else index
+                    hazards.append(Hazard(f"the traced graph differs from eager PyTorch on case {case} (output "
+                                          f"{name}{_positions(r, g)}): it baked in a data-dependent decision, or "
+                                          f"eager PyTorch takes another path (a fast path: nn.TransformerEncoder "
+                                          f"with src_key_padding_mask returns zeros at padded positions)"))
                     return hazards
     return hazards
+
+
+def _positions(ref: Any, got: Any) -> str:
+    """``, 12% of elements, e.g. at (0, 4, 0), (0, 5, 0)``: where two outputs differ."""
+    import numpy as np
+
+    if ref.shape != got.shape:
+        return f", shape {tuple(got.shape)} instead of {tuple(ref.shape)}"
+    scale = float(np.nanmax(np.abs(ref))) if ref.size else 0.0
+    bad = np.argwhere(~np.isclose(ref, got, rtol=1e-3, atol=1e-3 * (scale or 1.0)))
+    where = ", ".join(str(tuple(int(i) for i in b)) for b in bad[:3]) + (" …" if len(bad) > 3 else "")
+    return f", {len(bad) / max(ref.size, 1):.0%} of elements, e.g. at {where}" if len(bad) else ""
 
 
 def fail_on_hazards(hazards: list[Hazard]) -> None:
@@ -185,3 +253,53 @@ def fail_on_hazards(hazards: list[Hazard]) -> None:
                           hint="data-dependent control flow makes a traced artifact wrong for other inputs; make "
                                "the branch tensor-based (torch.where) or pass --allow-trace-warnings if you know better")
 
+
+
+FP16_MAX = 65504.0
+
+
+def fp16_overflow(module: Any, sample: dict[str, Any], names: list[str]) -> tuple[str, str, float] | None:
+    """The first op (in execution order) of an eager run whose float output holds a finite value
+    beyond fp16's range -- at ``--precision fp16`` Core ML turns it into Inf: (aten op, module
+    path, max |value|), or None."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from interop.runtimes.torch_ref import to_torch
+
+    stack: list[str] = []
+
+    class Watch(TorchDispatchMode):
+        found: tuple[str, str, float] | None = None
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]) if self.found is None else []:
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                    big = t.detach().abs().float()
+                    big = big[torch.isfinite(big)]
+                    if big.numel() and float(big.max()) > FP16_MAX:
+                        self.found = (func._schema.name, stack[-1] if stack else "(top level forward)", float(big.max()))
+                        break
+            return out
+
+    def leave(*_: Any) -> None:
+        stack.pop()
+
+    hooks = []
+    for path, sub in module.named_modules():
+        if isinstance(sub, torch.jit.ScriptModule):  # no hooks on TorchScript: no module path there
+            continue
+        label = _module_path(f"__module.{path}" if path else "")
+        hooks.append(sub.register_forward_pre_hook(lambda *_, label=label: stack.append(label) and None))
+        hooks.append(sub.register_forward_hook(leave))
+    watch = Watch()
+    try:
+        with torch.no_grad(), watch:
+            module(*to_torch(sample, names))
+    except Exception:
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    return watch.found

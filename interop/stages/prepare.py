@@ -18,7 +18,7 @@ from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
 from interop.stages.samples import draw
-from interop.stages.spec import Case, InputSpec, cases, example_size, make_sample, other_size
+from interop.stages.spec import Case, InputSpec, cases, example_size, fallback_sizes, make_sample, other_size
 from interop.targets import output_keys
 
 
@@ -53,6 +53,7 @@ class Prepared:
     @property
     def conversion_problem(self) -> str | None:
         return self.conversion.get("problem") if self.conversion and not self.conversion.get("passed") else None
+    notes: list[str] = field(default_factory=list)  # report warnings (renamed outputs, ...)
 
 
 def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
@@ -66,17 +67,23 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     base = getattr(source, "reference_module", None) or source.module
     converted = base is not source.module
     softmax = False
-    ref = reference(wrap(base, spec.names(), image, softmax=False), spec, all_cases, config, pixels)
+    noise = Noise()  # torch's own warnings while running the model go to the report, not the console
+    with captured(noise):
+        ref = reference(wrap(base, spec.names(), image, softmax=False), spec, all_cases, config, pixels)
     if labels:
         _check_labels(labels, ref)
         if not looks_like_probabilities(ref.outputs["example"][0][:1]):
             softmax = True
-            ref = reference(wrap(base, spec.names(), image, softmax=True), spec, all_cases, config, pixels)
+            with captured(noise):
+                ref = reference(wrap(base, spec.names(), image, softmax=True), spec, all_cases, config, pixels)
     module = wrap(source.module, spec.names(), image, softmax=softmax) if source.module is not None else None
-    names = output_names(base, spec, ref, config)
+    notes: list[str] = []
+    with captured(noise):
+        names = output_names(base, spec, ref, config, notes)
     if labels:
         names[0] = PROBS
-    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases))
+    prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases), noise=noise,
+                    notes=notes)
     prep.softmax = softmax
     if converted:
         prep.conversion = check_conversion(source, module, spec, ref, config, names)
@@ -84,7 +91,8 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
         return prep
     prep.trace = Trace(module, prep.export_args, prep.noise)
     if prep.trace.traced is not None and prep.trace.traced is not module:
-        prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names())
+        with captured(noise):
+            prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names(), names)
     if converted:  # the trace of a converted graph only feeds targets built from it; their checks judge it
         departs = [h for h in prep.hazards if h.blocking]
         for hazard in prep.hazards:
@@ -199,17 +207,50 @@ class Trace:
 
 def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,
               pixels: set[str] = frozenset()) -> Reference:
-    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs."""
+    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs. A
+    case the model fails at, on a dim given without a step, is moved to another legal size
+    (``fallback_sizes``); ``all_cases`` is updated in place, the case records the sizes tried."""
     ref = Reference()
     user = load_user_samples(config.samples, spec) if config.samples else []
     names = spec.names()
-    for case in all_cases:
+    for i, case in enumerate(all_cases):
         samples = draw(spec, case, config.seed, config.num_samples, pixels)
         if case.name == "example" and user:
             samples = user + samples[: max(0, config.num_samples - len(user))]
+        try:
+            outputs = [run_torch(module, s, names) for s in samples]
+        except SpecError as exc:
+            if case.name == "example":
+                raise
+            case, samples, outputs = _fallback_case(module, spec, case, config, pixels, exc)
+            all_cases[i] = case
         ref.samples[case.name] = samples
-        ref.outputs[case.name] = [run_torch(module, s, names) for s in samples]
+        ref.outputs[case.name] = outputs
     return ref
+
+
+def _fallback_case(module: Any, spec: InputSpec, case: Case, config: BuildConfig, pixels: set[str],
+                   error: SpecError) -> tuple[Case, list, list]:
+    """The model failed at ``case``'s size: try even sizes and multiples of 8, 16, 32 before
+    blaming the spec (U-Nets with skip concatenations fail at odd sizes)."""
+    (dim_name, size), = case.sizes
+    dim = spec.dims()[dim_name]
+    tried = [size]
+    if dim.step == 1:
+        for candidate in fallback_sizes(example_size(spec, dim_name), dim.min, dim.max, size):
+            trial = Case(f"{dim_name}={candidate}", ((dim_name, candidate),), tuple(tried))
+            samples = draw(spec, trial, config.seed, config.num_samples, pixels)
+            try:
+                return trial, samples, [run_torch(module, s, spec.names()) for s in samples]
+            except SpecError:
+                tried.append(candidate)
+    sizes = ", ".join(str(t) for t in tried)
+    where = next(f"{t.name}:{a}" for t in spec.inputs for a, d in t.dynamic.items() if d.name == dim_name)
+    steps = [m for m in (32, 16, 8) if m > dim.step and dim.max // m * m > -(-dim.min // m) * m]
+    hint = (f"declare the sizes it accepts with a step, e.g. --dynamic {where}={dim_name}:"
+            f"{-(-dim.min // steps[0]) * steps[0]}..{dim.max // steps[0] * steps[0]}/{steps[0]}, or narrow the range"
+            if steps else f"narrow the range of {dim_name} to sizes the model accepts")
+    raise SpecError(f"{error.message} (the model fails at {dim_name} = {sizes})", hint=hint) from error
 
 
 def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
@@ -256,9 +297,14 @@ def _check_sample_shape(t: Any, arr: np.ndarray, path: str) -> None:
                         hint="match the input spec (dynamic axes may vary inside their range)")
 
 
-def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig) -> list[str]:
+def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig,
+                 notes: list[str] | None = None) -> list[str]:
+    """The user's --output-name list, else the model's own (dict keys, ModelOutput fields,
+    namedtuple fields), else output / output_<i>. A derived name equal to an input's (diffusers'
+    ``sample``) is renamed ``<name>_out``, with a note."""
     count = len(ref.outputs["example"][0])
     names = list(spec.output_names)
+    given = bool(names)
     if not names:
         import torch
 
@@ -266,14 +312,38 @@ def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConf
 
         with torch.no_grad():
             raw = module(*to_torch(ref.samples["example"][0], spec.names()))
-        names = output_keys(raw) or (["output"] if count == 1 else [f"output_{i}" for i in range(count)])
+        names = output_keys(raw) or _field_names(raw) or (["output"] if count == 1 else
+                                                          [f"output_{i}" for i in range(count)])
     if len(names) != count:
         raise SpecError(f"{len(names)} output name(s) given ({', '.join(names)}) but the model returns {count} tensors",
                         hint="give one --output-name per output tensor")
+    if not given:
+        names = _renamed_clashes(names, spec.names(), notes if notes is not None else [])
     clash = set(names) & set(spec.names())
     if clash or len(set(names)) != len(names):
         raise SpecError(f"output names {names} repeat or clash with input names", hint="give distinct names")
     return names
+
+
+def _field_names(out: Any) -> list[str] | None:
+    """A namedtuple of tensors keeps its field names."""
+    fields = getattr(out, "_fields", None)
+    if isinstance(out, tuple) and fields and all(hasattr(v, "shape") for v in out):
+        return [str(f) for f in fields]
+    return None
+
+
+def _renamed_clashes(names: list[str], inputs: list[str], notes: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        new = name
+        while new in inputs or new in out or (new != name and new in names):
+            new = f"{new}_out"
+        if new != name:
+            notes.append(f"output {name!r} has the name of an input: it is called {new!r} in both artifacts "
+                         f"(--output-name sets other names)")
+        out.append(new)
+    return out
 
 
 def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[dict[int, str]]:
@@ -297,7 +367,7 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
     sizes = {}
     for name, dim in spec.dims().items():
         example = example_size(spec, name)
-        sizes[name] = other_size(example, dim.min, dim.max) if example == 1 else example
+        sizes[name] = other_size(example, dim.min, dim.max, dim.step) if example == 1 else example
     case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
     sample = make_sample(spec, case, seed=12345)
     return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)

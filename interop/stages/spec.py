@@ -3,7 +3,8 @@ inputs drawn from them.
 
 Text forms (the CLI contract):
     --input  NAME:SHAPE[:DTYPE[:LOW..HIGH]]     x:1x3x224x224   ids:2x16:int64:0..999
-    --dynamic NAME:AXIS=DIM[:MIN..MAX]          x:0=batch:1..64
+    --dynamic NAME:AXIS=DIM[:MIN..MAX[/STEP]]   x:0=batch:1..64   image:2=height:64..640/32
+                                                (/STEP: only multiples of STEP; every size tested is one)
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ class DynamicAxis:
     name: str
     min: int = 1
     max: int = DEFAULT_MAX
+    step: int = 1  # sizes are multiples of it (stride-aligned networks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "min": self.min, "max": self.max}
+        return {"name": self.name, "min": self.min, "max": self.max, "step": self.step}
+
+    def allows(self, size: int) -> bool:
+        return self.min <= size <= self.max and size % self.step == 0
+
+    def text(self) -> str:
+        return f"{self.min}..{self.max}" + (f"/{self.step}" if self.step > 1 else "")
 
 
 @dataclass
@@ -60,7 +68,7 @@ class TensorSpec:
                        dtype=normalise_dtype(data.get("dtype", "float32")), low=rng[0], high=rng[1])
             for axis, dyn in (data.get("dynamic") or {}).items():
                 spec.dynamic[int(axis)] = DynamicAxis(int(axis), str(dyn["name"]), int(dyn.get("min", 1)),
-                                                      int(dyn.get("max", DEFAULT_MAX)))
+                                                      int(dyn.get("max", DEFAULT_MAX)), int(dyn.get("step", 1)))
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"malformed input spec {data!r}: {exc}",
                             hint="each input needs a name and a shape") from exc
@@ -155,17 +163,25 @@ def parse_input(text: str) -> TensorSpec:
 
 
 def parse_dynamic(text: str) -> tuple[str, DynamicAxis]:
-    """Parse ``NAME:AXIS=DIM[:MIN..MAX]`` into (input name, axis)."""
+    """Parse ``NAME:AXIS=DIM[:MIN..MAX[/STEP]]`` into (input name, axis)."""
     what = f"--dynamic {text!r}"
-    m = re.fullmatch(r"\s*([^:]+):\s*(-?\d+)\s*=\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::(.*))?", text)
+    m = re.fullmatch(r"\s*([^:]+):\s*(-?\d+)\s*=\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^/]*)(?:/\s*(\S+)\s*)?)?", text)
     if not m:
-        raise SpecError(f"cannot parse {what}", hint="write NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64")
+        raise SpecError(f"cannot parse {what}", hint="write NAME:AXIS=DIM[:MIN..MAX[/STEP]], e.g. x:0=batch:1..64")
     lo, hi = (1, DEFAULT_MAX)
     if m[4] is not None:
         lo, hi = _parse_range(m[4], what, integer=True)
         if lo < 1:
             raise SpecError(f"{what}: the minimum size must be >= 1", hint="e.g. x:0=batch:1..64")
-    return m[1].strip(), DynamicAxis(int(m[2]), m[3], int(lo), int(hi))
+    step = 1
+    if m[5] is not None:
+        if not m[5].isdigit() or int(m[5]) < 1:
+            raise SpecError(f"{what}: the step {m[5]!r} is not a positive integer", hint="e.g. x:2=height:64..640/32")
+        step = int(m[5])
+        if lo % step or hi % step:
+            raise SpecError(f"{what}: the range {lo}..{hi} does not start and end on multiples of {step}",
+                            hint=f"e.g. {-(-lo // step) * step}..{hi // step * step}/{step}")
+    return m[1].strip(), DynamicAxis(int(m[2]), m[3], int(lo), int(hi), step)
 
 
 def _check_name(name: str, what: str) -> None:
@@ -183,9 +199,12 @@ def apply_dynamic(spec: InputSpec, name: str, dyn: DynamicAxis) -> None:
                         hint=f"use an axis in 0..{rank - 1}")
     size = tensor.shape[axis]
     if not dyn.min <= size <= dyn.max:
-        raise SpecError(f"--dynamic {name}:{axis}={dyn.name}:{dyn.min}..{dyn.max}: the example size {size} "
+        raise SpecError(f"--dynamic {name}:{axis}={dyn.name}:{dyn.text()}: the example size {size} "
                         f"is outside the range", hint="widen the range or change the example shape")
-    tensor.dynamic[axis] = DynamicAxis(axis, dyn.name, dyn.min, dyn.max)
+    if size % dyn.step:
+        raise SpecError(f"--dynamic {name}:{axis}={dyn.name}:{dyn.text()}: the example size {size} is not a "
+                        f"multiple of {dyn.step}", hint=f"give an example size such as {size // dyn.step * dyn.step or dyn.step}")
+    tensor.dynamic[axis] = DynamicAxis(axis, dyn.name, dyn.min, dyn.max, dyn.step)
 
 
 def validate_tensor(t: TensorSpec) -> None:
@@ -193,8 +212,8 @@ def validate_tensor(t: TensorSpec) -> None:
     if any(d <= 0 for d in t.shape):
         raise SpecError(f"input {t.name!r} has a dim <= 0 in {t.shape}", hint="give positive example sizes")
     for axis, d in t.dynamic.items():
-        if not 0 <= axis < len(t.shape) or not d.min <= t.shape[axis] <= d.max or d.min < 1:
-            raise SpecError(f"dynamic axis {axis} ({d.name}:{d.min}..{d.max}) does not fit input {t.name!r} "
+        if not 0 <= axis < len(t.shape) or not d.allows(t.shape[axis]) or d.min < 1 or d.min % d.step:
+            raise SpecError(f"dynamic axis {axis} ({d.name}:{d.text()}) does not fit input {t.name!r} "
                             f"of shape {t.shape}", hint="fix the axis or its range")
 
 
@@ -207,7 +226,7 @@ def validate(spec: InputSpec) -> None:
     sizes: dict[str, tuple[int, int, int]] = {}
     for t in spec.inputs:
         for axis, d in t.dynamic.items():
-            key = (t.shape[axis], d.min, d.max)
+            key = (t.shape[axis], d.min, d.max, d.step)
             if sizes.setdefault(d.name, key) != key:
                 raise SpecError(f"dimension {d.name!r} has different sizes or ranges on different inputs",
                                 hint="axes that share a name must share example size and range")
@@ -223,17 +242,33 @@ class Case:
 
     name: str
     sizes: tuple[tuple[str, int], ...] = ()
+    tried: tuple[int, ...] = ()  # sizes the model failed at before this one (no step given)
 
     def size_of(self, dim: str) -> int | None:
         return dict(self.sizes).get(dim)
 
 
-def other_size(example: int, lo: int, hi: int) -> int | None:
-    """A second size inside [lo, hi], different from the example and, where possible, from 1."""
-    for candidate in (example * 2 + 1, example + 1, hi, example - 1, lo):
-        if lo <= candidate <= hi and candidate != example and candidate != 1:
+def other_size(example: int, lo: int, hi: int, step: int = 1) -> int | None:
+    """A second size inside [lo, hi] (a multiple of ``step``), different from the example and,
+    where possible, from 1. Without a step an odd size, to catch models that assume even ones."""
+    odd = (example * 2 + 1, example + 1, hi, example - 1, lo)
+    aligned = (example * 2, example + step, hi // step * step, example - step, lo)
+    for candidate in (odd if step == 1 else aligned):
+        if lo <= candidate <= hi and candidate % step == 0 and candidate != example and candidate != 1:
             return candidate
-    return next((c for c in (lo, hi) if c != example), None)
+    return next((c for c in (lo, hi) if c != example and c % step == 0), None)
+
+
+def fallback_sizes(example: int, lo: int, hi: int, tried: int) -> list[int]:
+    """Other legal sizes to try when the model fails at ``tried`` and the user gave no step:
+    even, then multiples of 8, 16 and 32 (stride-aligned networks), above the example first."""
+    out: list[int] = []
+    for m in (2, 8, 16, 32):
+        for candidate in ((example // m + 1) * m, (example - 1) // m * m):
+            if lo <= candidate <= hi and candidate not in (example, tried, 0, 1) and candidate not in out:
+                out.append(candidate)
+                break
+    return out
 
 
 def cases(spec: InputSpec) -> list[Case]:
@@ -241,10 +276,21 @@ def cases(spec: InputSpec) -> list[Case]:
     out = [Case("example")]
     for name, dim in spec.dims().items():
         example = example_size(spec, name)
-        size = other_size(example, dim.min, dim.max)
+        size = other_size(example, dim.min, dim.max, dim.step)
         if size is not None:
             out.append(Case(f"{name}={size}", ((name, size),)))
     return out
+
+
+def export_dim(d: DynamicAxis, made: dict[str, Any]) -> Any:
+    """The torch.export dim of a dynamic axis (one per name): ``step * Dim`` for a stepped axis, so
+    the exporter knows the size is a multiple of the step."""
+    from torch.export import Dim
+
+    if d.name not in made:
+        made[d.name] = (Dim(d.name, min=d.min, max=d.max) if d.step == 1
+                        else d.step * Dim(f"{d.name}_over_{d.step}", min=max(1, d.min // d.step), max=d.max // d.step))
+    return made[d.name]
 
 
 def example_size(spec: InputSpec, dim: str) -> int:

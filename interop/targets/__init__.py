@@ -126,4 +126,9 @@ def flat_module(module: Any) -> Any:
         def forward(self, *args: Any) -> tuple:
             return tuple(flatten_outputs(self.inner(*args)))
 
-    return FlatOutputs(module).eval()
+    flat = FlatOutputs(module)
+    try:
+        return flat.eval()
+    except NotImplementedError:  # an ExportedProgram's module() refuses train()/eval(): it is in eval already
+        flat.training = False
+        return flat

@@ -5,7 +5,7 @@ write metadata, save as ``.mlpackage``."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +15,7 @@ from interop import patches
 from interop.errors import ExportError, first_line, SpecError
 from interop.support.quiet import Noise, captured
 from interop.stages.spec import Case, InputSpec, case_shape
+from interop.targets.coreml_hints import missing_ops
 
 PATHS = ("auto", "trace", "export")
 PRECISIONS = ("fp16", "fp32")
@@ -40,6 +41,7 @@ class CoremlResult:
     deployment_target: str
     rejected: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    shapes: dict[str, Any] = field(default_factory=dict)  # mode and the shape each input declares
 
 
 def deployment_target(name: str) -> Any:
@@ -52,13 +54,13 @@ def deployment_target(name: str) -> Any:
     return target
 
 
-def _image_type(t: Any) -> Any:
+def _image_type(t: Any, fixed: bool = False) -> Any:
     """Core ML images are one picture: batch fixed at 1; dynamic H/W become ranges. Scale 1 and
     bias 0: the normalisation is folded into the model (see preprocess.py)."""
     import coremltools as ct
 
-    dims = [1, t.shape[1]] + [ct.RangeDim(t.dynamic[a].min, t.dynamic[a].max, t.shape[a]) if a in t.dynamic else t.shape[a]
-                              for a in (2, 3)]
+    dims = [1, t.shape[1]] + [ct.RangeDim(t.dynamic[a].min, t.dynamic[a].max, t.shape[a])
+                              if a in t.dynamic and not fixed else t.shape[a] for a in (2, 3)]
     layout = ct.colorlayout.RGB if t.shape[1] == 3 else ct.colorlayout.GRAYSCALE
     return ct.ImageType(name=t.name, shape=ct.Shape(dims), scale=1.0, bias=[0.0] * t.shape[1], color_layout=layout)
 
@@ -72,10 +74,10 @@ def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str, image: An
     ranges: dict[str, Any] = {}
     for t in spec.inputs:
         if image is not None and t.name == image.input:
-            types.append(_image_type(t))
+            types.append(_image_type(t, fixed=shapes_mode == "fixed"))
             continue
         dtype = np.int32 if t.dtype.startswith(("int", "uint")) else (np.bool_ if t.dtype == "bool" else np.float32)
-        if not t.dynamic:
+        if not t.dynamic or shapes_mode == "fixed":
             shape: Any = t.shape
         elif shapes_mode == "enumerated":
             shapes = sorted({case_shape(t, c) for c in cases})
@@ -101,11 +103,11 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
         outputs = None if opts.labels else [ct.TensorType(name=n) for n in output_names]
         model = ct.convert(traced(), inputs=_input_types(spec, cases, opts.shapes, opts.image), outputs=outputs, **common)
         return _renamed(model, spec.names(), output_names, opts.labels)
-    from torch.export import Dim
+    from interop.stages.spec import export_dim
 
     dims: dict[str, Any] = {}
-    dyn = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()} or None
-                for t in spec.inputs)
+    dyn = tuple({a: export_dim(d, dims) for a, d in t.dynamic.items()} or None
+                for t in spec.inputs) if opts.shapes != "fixed" else ()
     program = torch.export.export(module, args, dynamic_shapes=(dyn,) if any(dyn) else None).run_decompositions({})
     if opts.image is not None:
         common["inputs"] = _input_types(spec, cases, opts.shapes, opts.image)
@@ -184,13 +186,22 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
     with captured(noise):
         target = deployment_target(target_name)
     rejected: list[dict[str, str]] = []
-    for path_name in order:
-        try:
-            with captured(noise), patches.applied(*patches.COREML_CONVERSION):
-                model = _convert(path_name, module, args, spec, cases, output_names, opts, target, traced)
-        except Exception as exc:
-            rejected.append({"path": _capture_label(path_name), "reason": first_line(exc)})
-            continue
+    model = None
+    for mode in _shape_modes(spec, shapes_mode):
+        if mode != shapes_mode and missing_ops([r["reason"] for r in rejected]):
+            break  # a missing op: other shapes cannot help
+        mode_opts = replace(opts, shapes=mode)
+        for path_name in order:
+            try:
+                with captured(noise), patches.applied(*patches.COREML_CONVERSION):
+                    model = _convert(path_name, module, args, spec, cases, output_names, mode_opts, target, traced)
+                break
+            except Exception as exc:
+                label = _capture_label(path_name) + (f", {mode} shapes" if mode != shapes_mode else "")
+                rejected.append({"path": label, "reason": first_line(exc)})
+        if model is not None:
+            break
+    if model is not None:
         _set_metadata(model, meta)
         _describe(model, spec, opts)
         out = workdir / f"{stem}.mlpackage"
@@ -202,10 +213,40 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
                          f"mean {opts.image.mean} / std {opts.image.std} applied inside the model")
         if precision == "fp16":
             notes.append("fp16 compute precision (coremltools' ML-program default): checked against fp16 tolerances")
-        return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes)
-    reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected)
-    raise ExportError(f"coremltools could not convert the model ({reasons})",
-                      hint="`interop check` lists the unsupported ops; try --precision fp32 or the other capture path")
+        shapes = declared_shapes(spec, cases, mode, opts.image)
+        if mode != shapes_mode:
+            notes.append(f"FALLBACK: coremltools could not express {shapes_mode} shapes "
+                         f"({rejected[0]['reason']}); the package declares {mode} shapes {shapes['inputs']} "
+                         f"(the ONNX model keeps its dynamic axes)")
+        return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes, shapes)
+    from interop.targets.coreml_hints import conversion_error
+
+    raise conversion_error(rejected, traced, capture)
+
+
+def _shape_modes(spec: InputSpec, asked: str) -> list[str]:
+    """The asked shape mode, then the fallbacks: range -> enumerated -> fixed example shapes."""
+    if not any(t.dynamic for t in spec.inputs):
+        return [asked]
+    return {"range": ["range", "enumerated", "fixed"], "enumerated": ["enumerated", "fixed"]}[asked]
+
+
+def declared_shapes(spec: InputSpec, cases: list[Case], mode: str, image: Any = None) -> dict[str, Any]:
+    """What the package declares per input: a range per axis ("1..64"), the enumerated shapes,
+    or the fixed example shape."""
+    inputs: dict[str, Any] = {}
+    for t in spec.inputs:
+        is_image = image is not None and t.name == image.input
+        if not t.dynamic or mode == "fixed":
+            inputs[t.name] = [1, *t.shape[1:]] if is_image else list(t.shape)
+        elif mode == "enumerated" and not is_image:
+            inputs[t.name] = [list(s) for s in sorted({case_shape(t, c) for c in cases})]
+        else:
+            inputs[t.name] = [f"{t.dynamic[a].min}..{t.dynamic[a].max}" if a in t.dynamic else s
+                              for a, s in enumerate(t.shape)]
+            if is_image:
+                inputs[t.name][0] = 1
+    return {"mode": mode, "inputs": inputs}
 
 
 def _capture_label(name: str) -> str:
@@ -241,6 +282,19 @@ def _describe(model: Any, spec: InputSpec, opts: CoremlOptions) -> None:
 
         model.output_description[LABEL] = "most likely class label"
         model.output_description[PROBS] = "probability of each class label"
+
+
+def _declared_cases(ref: Any, spec: InputSpec, shapes: dict[str, Any]) -> Any:
+    """With fixed shapes declared (the fallback), only the cases at those shapes can run."""
+    if shapes.get("mode") != "fixed":
+        return ref
+    from interop.stages.prepare import Reference
+
+    out = Reference()
+    for case, samples in ref.samples.items():
+        if all(list(samples[0][t.name].shape) == shapes["inputs"][t.name] for t in spec.inputs):
+            out.samples[case], out.outputs[case] = samples, ref.outputs[case]
+    return out
 
 
 def coreml_feed(spec: InputSpec, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -280,11 +334,13 @@ class CoremlTarget(Target):
         result = build_coreml(prep.module, prep.export_args, spec, prep.cases, prep.names, ctx.work, ctx.stem, opts,
                               ctx.meta, ctx.noise, prep.trace)
         entry = {"precision": result.precision, "deployment_target": result.deployment_target,
-                 "capture": result.capture, "rejected": result.rejected, "notes": result.notes}
+                 "capture": result.capture, "rejected": result.rejected, "notes": result.notes,
+                 "shapes": result.shapes}
+        ctx.report.data["warnings"].extend(n for n in result.notes if n.startswith("FALLBACK"))
         # coremltools' MIL program (reference cycles: only the cycle collector frees it) holds its fp16
         # copy of the weights; collecting costs ~0.2 s, worth it only where that copy is large
         release(collect=(ctx.source.parameters or 0) * 2 > COLLECT_BYTES)
-        ref = self.reference_for(prep, spec)
+        ref = _declared_cases(self.reference_for(prep, spec), spec, result.shapes)
         stage(self.verify_stage)
         out = TargetResult(result.path, entry)
         for runtime, got, problem in self.execute(result.path, spec, ref, prep.names, prep.labels):
@@ -293,13 +349,35 @@ class CoremlTarget(Target):
                 continue
             rows = diffs("coreml", runtime, ref, got, prep.names, config.precision, config.tolerance)
             bad = next((d for d in rows if not d.passed), None)
-            if bad is not None and runtime == "interop-mil":
-                where = self._departure(result.path, spec, prep, ref.samples[bad.case][bad.sample])
-                if where:
-                    entry["departure"] = where.removeprefix("; ")
-                    bad.note = f"{bad.note}{where}"
+            if bad is not None:
+                self._diagnose(bad, runtime, entry, result, ctx, ref)
             out.diffs.extend(rows)
         return out
+
+    def _diagnose(self, bad: Any, runtime: str, entry: dict[str, Any], result: CoremlResult, ctx: TargetContext,
+                  ref: Any) -> None:
+        """Say why Core ML disagrees: the capture itself differs from eager PyTorch (checked first),
+        or the first MIL op that departs (with the fp16 hint when a value overflows)."""
+        from interop.targets.coreml_hints import capture_difference
+
+        prep, spec = ctx.prep, ctx.spec
+        capture = None
+        if bad.case in prep.ref.samples:
+            with captured(ctx.noise):
+                capture = capture_difference(result.capture, prep, spec, bad.case, bad.sample)
+        if capture:
+            entry["capture_difference"] = capture
+            bad.note = f"{bad.note}; {capture}"
+            return
+        if runtime != "interop-mil":
+            return
+        where = self._departure(result.path, spec, prep, ref.samples[bad.case][bad.sample])
+        if where:
+            entry["departure"] = where.removeprefix("; ")
+            bad.note = f"{bad.note}{where}"
+        if ctx.config.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
+            entry["hint"] = "values beyond fp16's range (65504): build with --precision fp32"
+            bad.note = f"{bad.note} — {entry['hint']}"
 
     @staticmethod
     def _departure(path: Path, spec: InputSpec, prep: Any, sample: dict[str, np.ndarray]) -> str:

@@ -23,6 +23,8 @@ OVERRIDES = {
     "adaptive_max_pool1d": "as adaptive_avg_pool1d",
     "permute": "keeps rank-6 tensors, which Core ML rejects ('only supports tensors with rank <= 5')",
     "transpose": "as permute (Swin's window partition: view to rank 6, transpose(2, 3), view back)",
+    "group_norm": "reshapes to a constant [N, groups, C/groups, ...] holding the symbolic batch: 'Cannot add const "
+                  "[is0, 8, 4, 16, 16]' with a flexible batch (diffusers' UNet2DModel, HF Wav2Vec2's feature encoder)",
 }
 
 
@@ -32,7 +34,7 @@ def translations() -> tuple[dict[str, Any], dict[str, Any]]:
     added = {"diff": _diff, "new_ones": _new_ones, "__and__": _and, "where.scalarother": _where_scalar,
              "where.scalar": _where_scalar}
     replaced = {"adaptive_avg_pool1d": _adaptive_avg_pool1d, "adaptive_max_pool1d": _adaptive_max_pool1d,
-                "permute": _permute, "transpose": _transpose}
+                "permute": _permute, "transpose": _transpose, "group_norm": _group_norm}
     return added, replaced
 
 
@@ -43,6 +45,69 @@ def register() -> None:
     from interop import patches
 
     patches.install("coremltools-torch-ops")
+
+
+def _group_norm(context, node):
+    """coremltools' own group_norm, whose reshape ``swap_group_norm_impl`` makes batch-flexible."""
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+
+    torch_ops.group_norm(context, node)
+
+
+def swap_group_norm_impl() -> Any:
+    """coremltools' group_norm (both capture paths, and native_group_norm) calls the module-level
+    ``_group_norm_impl``: replaced by one that reshapes with -1 for the batch when it is symbolic,
+    handing static shapes back to the original. Returns the undo (interop.patches applies it)."""
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+
+    original = getattr(torch_ops, "_group_norm_impl", None)
+    if original is None or getattr(original, "interop_patch", False):
+        return lambda: None
+
+    def group_norm_impl(x, num_groups, weight, bias, eps):
+        from coremltools.converters.mil.mil.types.symbolic import is_symbolic
+
+        if not is_symbolic(x.shape[0]) or is_symbolic(x.shape[1]):
+            return original(x, num_groups, weight, bias, eps)
+        return _group_norm_dynamic_batch(x, num_groups, weight, bias, eps)
+
+    group_norm_impl.interop_patch = True
+    torch_ops._group_norm_impl = group_norm_impl
+
+    def undo() -> None:
+        torch_ops._group_norm_impl = original
+
+    return undo
+
+
+def _group_norm_dynamic_batch(x, num_groups, weight, bias, eps):
+    """Group norm of (N, C, *) with a symbolic N: reshape to (-1, G, C/G, *rest) (rest from the
+    runtime shape where symbolic), normalise over all but the first two axes, reshape back to
+    x's runtime shape, then the per-channel affine."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _var
+    from coremltools.converters.mil.mil.types.symbolic import any_symbolic
+
+    c = x.shape[1]
+    groups = min(int(num_groups), c)
+    rest = x.shape[2:]
+    head = [-1, groups, c // groups]
+    if any_symbolic(rest):
+        new_shape = mb.concat(values=[head, mb.slice_by_size(x=mb.shape(x=x), begin=[2], size=[-1])], axis=0)
+    else:
+        new_shape = head + [int(d) for d in rest]
+    axes = list(range(2, 3 + len(rest)))
+    y = mb.reshape(x=x, shape=new_shape)
+    mean = mb.reduce_mean(x=y, axes=axes, keep_dims=True)
+    std = mb.sqrt(x=mb.add(x=_var(y, axes=axes, keep_dims=True, unbiased=False), y=eps))
+    y = mb.real_div(x=mb.sub(x=y, y=mean), y=std)
+    y = mb.reshape(x=y, shape=mb.shape(x=x))
+    affine = [1, c] + [1] * len(rest)
+    if weight is not None:
+        y = mb.mul(x=y, y=mb.reshape(x=weight, shape=affine))
+    if bias is not None:
+        y = mb.add(x=y, y=mb.reshape(x=bias, shape=affine))
+    return y
 
 
 def _diff(context, node):

@@ -72,12 +72,11 @@ def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_nam
                 del held, model
                 release()  # the exporter's folded copies of the weights
         else:
-            from torch.export import Dim
+            from interop.stages.spec import export_dim
 
             dims: dict[str, Any] = {}
             # one entry for the flattening wrapper's *args, holding one spec per input
-            shapes = tuple({a: dims.setdefault(d.name, Dim(d.name, min=d.min, max=d.max)) for a, d in t.dynamic.items()}
-                           or None for t in spec.inputs)
+            shapes = tuple({a: export_dim(d, dims) for a, d in t.dynamic.items()} or None for t in spec.inputs)
             program = torch.onnx.export(module, args, None, dynamo=True, input_names=inputs,
                                         output_names=output_names, dynamic_shapes=(shapes,) if any(shapes) else None,
                                         opset_version=opset, verbose=False, report=False)
