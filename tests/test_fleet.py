@@ -275,3 +275,41 @@ def test_failures_group_by_type_and_op():
     c = sig("onnx: UnsupportedOpError", "the runtime has no kernel for MIL op 'bar' (opset 7, op 'x_12')")
     assert a == b != c
     assert sig("LoadError", "model file /a/b/c.pt does not exist") == sig("LoadError", "model file /d/e.pt does not exist")
+
+
+# --- summary.html in a real browser -----------------------------------------------------------------
+def _record(name: str, status: str, seconds: float, rel_l2: float | None) -> dict:
+    targets = {} if rel_l2 is None else {"onnx": {"status": "ok", "rel_l2": rel_l2, "bytes": 1000}}
+    error = None if status == "passed" else {"type": "x", "message": "m", "signature": status}
+    return {"name": name, "status": status, "seconds": seconds, "targets": targets, "variants": [], "error": error,
+            "peak_rss_bytes": 2 ** 28}
+
+
+def test_summary_html_sorts_and_filters_in_headless_chromium(tmp_path):
+    from tests import browser
+
+    if browser.chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): summary.html is not browser-tested")
+    records = [_record("bravo", "passed", 3.0, 2e-7), _record("alpha", "passed", 12.5, 5e-8),
+               _record("charlie", "out-of-memory", 0.5, None), _record("delta<&>", "timeout", 7.0, None)]
+    fleet_summary.write(fleet_summary.summarise(records), tmp_path)
+    html = (tmp_path / "summary.html").read_text()
+    assert "http://" not in html and "https://" not in html and "src=" not in html  # self-contained
+    page = browser.Page(tmp_path / "summary.html")
+    try:
+        order = ("Array.prototype.map.call(document.querySelectorAll('#matrix tbody tr'),"
+                 "function(r){return r.getAttribute('data-model')})")
+        shown = ("Array.prototype.filter.call(document.querySelectorAll('#matrix tbody tr'),"
+                 "function(r){return r.offsetParent !== null}).map(function(r){return r.getAttribute('data-model')})")
+        assert page.eval(order) == ["alpha", "bravo", "charlie", "delta<&>"]
+        page.click("#matrix thead th:nth-child(3)")  # seconds
+        assert page.eval(order) == ["charlie", "bravo", "delta<&>", "alpha"]
+        page.click("#matrix thead th:nth-child(3)")  # again: descending
+        assert page.eval(order) == ["alpha", "delta<&>", "bravo", "charlie"]
+        page.click("#matrix thead th:nth-child(5)")  # onnx: by worst rel_l2, models without one last
+        assert page.eval(order)[:2] == ["alpha", "bravo"]
+        page.type("#filter", "out-of")
+        assert page.eval(shown) == ["charlie"]
+        assert page.eval("document.getElementById('shown').textContent") == "1 of 4 models"
+    finally:
+        page.close()
