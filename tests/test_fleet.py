@@ -98,6 +98,22 @@ def test_baseline_reports_newly_failing_fidelity_and_fixed(one_run, tmp_path):
     assert "Newly failing: mlp_0" in text and "Fixed: conv_1" in text
 
 
+@pytest.mark.slow
+def test_zoo_of_twenty_models_with_jobs_2(tmp_path):
+    """The zoo: 20 models, every fifth one to Core ML too (a models x targets matrix), --jobs 2."""
+    models = fleet_models.zoo(20)
+    both = {name.rpartition(":")[2]: {"targets": ["onnx", "coreml"]} for name, _ in models[::5]}
+    manifest = write_manifest(tmp_path / "zoo.toml", models, **both)
+    result = build_many(manifest, tmp_path / "out", jobs=2)
+    assert result["passed"] and result["counts"]["passed"] == 20, result["failures"]
+    assert result["targets"] == ["onnx", "coreml"] or result["targets"] == ["coreml", "onnx"]
+    with_coreml = [m["name"] for m in result["models"] if "coreml" in m["targets"]]
+    assert sorted(with_coreml) == sorted(both)
+    assert all(m["targets"]["coreml"]["status"] == "ok" and m["targets"]["coreml"]["bytes"] > 0
+               for m in result["models"] if m["name"] in both)
+    assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 1 + 20 + len(both)
+
+
 def _children_of(out: Path) -> list[int]:
     """Processes still running a build of this fleet (their job file is under ``out``)."""
     found = []

@@ -35,7 +35,7 @@ from interop.errors import SpecError
 FLEET_KEYS = {"name", "timeout", "memory_limit"}
 REFUSED = {"trust": "a manifest is data and cannot grant trust: pass --trust to build-many if you trust every model",
            "out": "artifacts always go to --out/<name>/"}
-PATH_KEYS = ("model", "samples", "labels", "calibration", "config")
+PATH_KEYS = ("model", "samples", "labels", "calibration")
 MODEL_SUFFIXES = (".pt", ".pt2", ".pth", ".onnx", ".ts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)

@@ -60,7 +60,7 @@ def input_files(entry: ModelEntry) -> list[Path]:
         elif isinstance(value, str):
             path = Path(value)
             files += [path, path.with_name(path.stem + ".interop.json"), path.parent / "interop.toml"]
-    for key in ("samples", "labels", "calibration", "config"):
+    for key in ("samples", "labels", "calibration"):
         if isinstance(entry.settings.get(key), str):
             files.append(Path(entry.settings[key]))
     return files

@@ -86,6 +86,7 @@ def run(entries: list[ModelEntry], opts: Options, listen: Listener | None = None
         else:
             pending.append((entry, digest))
     running: list[Running] = []
+    restore = _interrupt_on_sigterm()
     try:
         while pending or running:
             while pending and len(running) < max(1, opts.jobs):
@@ -103,7 +104,24 @@ def run(entries: list[ModelEntry], opts: Options, listen: Listener | None = None
         for job in running:
             _kill(job, None)
         return records, [j.entry.name for j in running] + [e.name for e, _ in pending]
+    finally:
+        restore()
     return records, []
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (a cancelled CI job, a deleted pod) stops the run as Ctrl-C does: children killed,
+    finished results kept, a summary of what ran written. Returns what puts the old handler back."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _start(entry: ModelEntry, digest: str, opts: Options) -> Running:
@@ -144,11 +162,7 @@ def _limit_child(limit: int | None) -> None:
 
 def _check(job: Running) -> bool:
     """True when the child has ended (it is not reaped yet); kills it when over its limits."""
-    try:
-        ended = os.waitid(os.P_PID, job.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    if ended is not None:
+    if _ended(job):
         return True
     rss = tree_rss(job.proc.pid)
     job.peak_rss = max(job.peak_rss, rss)
@@ -159,6 +173,25 @@ def _check(job: Running) -> bool:
         _kill(job, "timeout")
         return True
     return False
+
+
+def _ended(job: Running) -> bool:
+    """Has the child exited? Peeked at without reaping it where the OS allows (so its process
+    group cannot be recycled before the group is killed); else reaped here."""
+    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        try:
+            return os.waitid(os.P_PID, job.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+    try:
+        pid, status, usage = os.wait4(job.proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    if pid == 0:
+        return False
+    job.proc.returncode = os.waitstatus_to_exitcode(status)
+    job.peak_rss = max(job.peak_rss, _maxrss(usage))
+    return True
 
 
 def _kill(job: Running, why: str | None) -> None:
@@ -177,13 +210,19 @@ def _reap(job: Running) -> int:
         os.killpg(job.proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    if job.proc.returncode is not None:
+        return job.proc.returncode
     try:
         _, status, usage = os.wait4(job.proc.pid, 0)
     except ChildProcessError:
-        return job.proc.returncode or 0
-    job.peak_rss = max(job.peak_rss, usage.ru_maxrss * 1024)
+        return 0
+    job.peak_rss = max(job.peak_rss, _maxrss(usage))
     job.proc.returncode = os.waitstatus_to_exitcode(status)
     return job.proc.returncode
+
+
+def _maxrss(usage: Any) -> int:
+    return usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024  # bytes there, KiB here
 
 
 def _finish(job: Running) -> dict[str, Any]:

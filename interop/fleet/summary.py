@@ -142,7 +142,7 @@ def summarise(records: list[dict[str, Any]], shard: tuple[int, int] | None = Non
     return {"summary_version": SUMMARY_VERSION, "interop_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "shard": {"index": shard[0], "count": shard[1]} if shard else None,
-            "passed": bool(models) and not interrupted and all(m["status"] in GOOD for m in models),
+            "passed": not interrupted and all(m["status"] in GOOD for m in models),
             "interrupted": interrupted, "not_run": sorted(not_run or []),
             "counts": counts, "targets": targets_of(models), "variants": variants_of(models),
             "models": models, "failures": groups(models)}
