@@ -329,3 +329,16 @@ def test_summary_html_sorts_and_filters_in_headless_chromium(tmp_path):
         assert page.eval("document.getElementById('shown').textContent") == "1 of 4 models"
     finally:
         page.close()
+
+
+def test_merge_cli_refuses_a_model_in_two_summaries(tmp_path):
+    for part in ("a", "b"):
+        fleet_summary.write(fleet_summary.summarise([_record("same", "passed", 1.0, 1e-7)], shard=(0, 2)),
+                            tmp_path / part)
+    result = CliRunner().invoke(app, ["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "more than one summary" in result.output
+    missing = CliRunner().invoke(app, ["merge", str(tmp_path / "a"), "--out", str(tmp_path / "m"), "--json"])
+    merged = json.loads(missing.stdout)
+    assert missing.exit_code == 1 and merged["missing_shards"] == [1] and not merged["passed"]
+    nothing = CliRunner().invoke(app, ["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")])
+    assert nothing.exit_code == 2 and "cannot read summary" in nothing.output

@@ -43,8 +43,25 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def guard(parent: int | None, rlimit_data: int | None) -> None:
+    """Before anything heavy: die with the parent (Linux PR_SET_PDEATHSIG; if the parent is already
+    gone, now), and the RLIMIT_DATA backstop of the memory cap."""
+    if parent and sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+    if rlimit_data:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (rlimit_data, rlimit_data))
+
+
 def main(argv: list[str]) -> None:
     job = json.loads(Path(argv[0]).read_text())
+    guard(job.get("parent"), job.get("rlimit_data"))
     result = run(job)
     write_atomic(Path(job["result"]), result)
     sys.stdout.flush()

@@ -18,21 +18,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from interop.fleet import resume
 from interop.fleet.manifest import ModelEntry
 from interop.fleet.summary import record_from_result
-
-try:  # resolved here, not in the forked child (a fork of a threaded parent must not import)
-    import ctypes
-    import resource
-
-    _PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
-except (ImportError, OSError, AttributeError):
-    resource, _PRCTL = None, None
 
 POLL_SECONDS = 0.1
 CHILD_RESULT = ".fleet-child.json"
@@ -61,7 +53,6 @@ class Running:
     memory_limit: int | None
     peak_rss: int = 0
     killed_for: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Listener = Callable[[str, str, dict[str, Any] | None], None]
@@ -130,13 +121,13 @@ def _start(entry: ModelEntry, digest: str, opts: Options) -> Running:
     (folder / CHILD_RESULT).unlink(missing_ok=True)
     config = {**entry.settings, "out": str(folder.resolve()), "trust": opts.trust}
     job_file = folder / CHILD_JOB
-    job_file.write_text(json.dumps({"config": config, "result": str((folder / CHILD_RESULT).resolve())}, indent=2))
     limit = entry.memory_limit or opts.memory_limit
+    job_file.write_text(json.dumps({"config": config, "result": str((folder / CHILD_RESULT).resolve()),
+                                    "parent": os.getpid(), "rlimit_data": 2 * limit if limit else None}, indent=2))
     with open(folder / LOG, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "interop.fleet.child", str(job_file.resolve())],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=_child_env(entry, opts.jobs), start_new_session=True,
-                                preexec_fn=lambda: _limit_child(limit))
+                                env=_child_env(entry, opts.jobs), start_new_session=True)
     return Running(entry, digest, folder, proc, time.monotonic(), entry.timeout or opts.timeout, limit)
 
 
@@ -150,14 +141,6 @@ def _child_env(entry: ModelEntry, jobs: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
     return env
-
-
-def _limit_child(limit: int | None) -> None:
-    """In the child before exec: die with the parent (Linux), and the RLIMIT_DATA backstop."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if limit and resource is not None:
-        resource.setrlimit(resource.RLIMIT_DATA, (2 * limit, 2 * limit))
 
 
 def _check(job: Running) -> bool:
