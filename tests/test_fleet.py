@@ -96,6 +96,7 @@ def test_baseline_reports_newly_failing_fidelity_and_fixed(one_run, tmp_path):
     assert diff["removed"] == ["mlp_3"]
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "Newly failing: mlp_0" in text and "Fixed: conv_1" in text
+    assert "Newly failing: mlp_0" in (tmp_path / "out" / "summary.html").read_text()
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from interop.fleet.summary import _size, cell_text
+from interop.fleet.summary import _size, baseline_markdown, cell_text
 
 CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
@@ -71,6 +71,7 @@ def render(summary: dict[str, Any]) -> str:
 {rows}
 </tbody></table>
 {_failures(summary)}
+{_baseline(summary)}
 <script>{JS}</script>
 </body></html>
 """
@@ -106,3 +107,11 @@ def _failures(summary: dict[str, Any]) -> str:
     items = "".join(f"<li><b>{escape(g['signature'])}</b> ({len(g['models'])}): {escape(', '.join(g['models']))}</li>"
                     for g in summary["failures"])
     return f"<h2>Failures by signature</h2><ul>{items}</ul>"
+
+
+def _baseline(summary: dict[str, Any]) -> str:
+    lines = baseline_markdown(summary.get("baseline"))[3:]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{escape(line[2:])}</li>" for line in lines)
+    return f"<h2>Against the baseline</h2><ul id=\"baseline\">{items}</ul>"
