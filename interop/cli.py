@@ -215,6 +215,66 @@ def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
     raise typer.Exit(_guard(run, json_out))
 
 
+@app.command("build-many")
+def build_many(
+    manifest: str = typer.Argument(..., metavar="MANIFEST.toml", help="[[model]] tables, or a folder of model folders."),
+    out: str = typer.Option("interop-fleet", "--out", help="Output folder: <out>/<name>/ per model, summary.* here."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Models built at once (default: from cores and free memory)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N (0-based), or auto[/N] from Kubernetes / Slurm."),
+    resume: bool = typer.Option(False, "--resume", help="Skip models whose inputs are unchanged and passed before."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="An earlier summary.json to compare with."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per model (manifest: timeout = ...)."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Per model, e.g. 4GiB (memory_limit = ...)."),
+    trust: bool = typer.Option(False, "--trust", help="Allow unpickling torch.save'd modules of every model."),
+    factor: float = typer.Option(2.0, "--regression-factor", help="Fidelity regression: rel_l2 grew beyond this factor."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary JSON on stdout, nothing else."),
+) -> None:
+    """Build every model of a manifest, each in its own process; one summary of all."""
+
+    def run() -> int:
+        from interop.fleet import build_many as run_many
+        from interop.fleet.live import live
+
+        if jobs is not None and jobs < 1:
+            from interop.errors import SpecError
+
+            raise SpecError(f"--jobs {jobs} is not a positive number", hint="e.g. --jobs 2")
+        with live(quiet=json_out) as listen:
+            result = run_many(manifest, out, jobs, shard, resume, baseline, timeout, memory_limit, trust, factor,
+                              listen)
+        return _fleet_done(result, out, json_out)
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command()
+def merge(
+    folders: List[str] = typer.Argument(..., metavar="DIR...", help="--out folders (or summary.json files) of shards."),
+    out: str = typer.Option(..., "--out", help="Folder for the merged summary.*"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="An earlier summary.json to compare with."),
+    factor: float = typer.Option(2.0, "--regression-factor", help="Fidelity regression: rel_l2 grew beyond this factor."),
+    json_out: bool = typer.Option(False, "--json", help="Print the merged summary JSON on stdout."),
+) -> None:
+    """Combine the summaries of build-many shards into one."""
+
+    def run() -> int:
+        from interop.fleet.merge import merge as run_merge
+
+        return _fleet_done(run_merge(folders, out, baseline, factor), out, json_out)
+
+    raise typer.Exit(_guard(run))
+
+
+def _fleet_done(result: dict, out: str, json_out: bool) -> int:
+    if json_out:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        from interop.fleet.live import render_summary
+
+        render_summary(result, out)
+    return 130 if result["interrupted"] else 0 if result["passed"] else 1
+
+
 def _emit(data: Any, json_out: bool, render: Callable[[Any], None]) -> None:
     """A command's result: indented JSON on stdout with --json, else as ``render`` shows it."""
     if json_out:

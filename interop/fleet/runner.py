@@ -1,0 +1,263 @@
+"""The process pool of build-many: every model builds in its own child process
+(``python -m interop.fleet.child``) in its own session, at most ``jobs`` at a time, each watched
+for its time limit and its memory cap. A hang, a crash or an out-of-memory kill is that model's
+result; the whole process group is killed, so nothing is left behind; the others go on.
+
+Memory: the parent polls the resident memory of the child and its descendants (/proc) and kills
+the group above the cap (status ``out-of-memory``). A child also gets RLIMIT_DATA at twice the cap
+as a backstop against one allocation outgrowing the poll; its MemoryError is reported as
+out-of-memory too. (RLIMIT_AS is not used: torch and ONNX Runtime reserve far more address space
+than they touch, ~0.9-1 GB of VmPeak for a build whose resident peak is ~0.4 GB.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from interop.fleet import resume
+from interop.fleet.manifest import ModelEntry
+from interop.fleet.summary import record_from_result
+
+POLL_SECONDS = 0.1
+CHILD_RESULT = ".fleet-child.json"
+CHILD_JOB = ".fleet-job.json"
+LOG = "build.log"
+
+
+@dataclass
+class Options:
+    out: Path
+    jobs: int = 1
+    timeout: float | None = None
+    memory_limit: int | None = None
+    resume: bool = False
+    trust: bool = False
+
+
+@dataclass
+class Running:
+    entry: ModelEntry
+    digest: str
+    folder: Path
+    proc: subprocess.Popen
+    started: float
+    timeout: float | None
+    memory_limit: int | None
+    peak_rss: int = 0
+    killed_for: str | None = None
+
+
+Listener = Callable[[str, str, dict[str, Any] | None], None]
+
+
+def run(entries: list[ModelEntry], opts: Options, listen: Listener | None = None) -> tuple[list[dict], list[str]]:
+    """Build every entry; returns (records of the models that finished, names of those that did not
+    run because the run was interrupted). Ctrl-C kills the children and returns what finished."""
+    listen = listen or (lambda event, name, record: None)
+    listen("total", "", len(entries))
+    records: list[dict[str, Any]] = []
+    pending: list[tuple[ModelEntry, str]] = []
+    for entry in entries:
+        digest = resume.content_hash(entry)
+        earlier = resume.previous(opts.out / entry.name, digest) if opts.resume else None
+        if earlier is not None:
+            record = {**earlier, "status": "resumed", "seconds": 0.0, "built_seconds": earlier.get("built_seconds",
+                                                                                                  earlier.get("seconds"))}
+            _write_record(opts.out / entry.name, record)
+            records.append(record)
+            listen("done", entry.name, record)
+        else:
+            pending.append((entry, digest))
+    running: list[Running] = []
+    restore = _interrupt_on_sigterm()
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, opts.jobs):
+                entry, digest = pending.pop(0)
+                running.append(_start(entry, digest, opts))
+                listen("start", entry.name, None)
+            for job in [j for j in running if _check(j)]:
+                running.remove(job)
+                record = _finish(job)
+                records.append(record)
+                listen("done", job.entry.name, record)
+            if running:
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        for job in running:
+            _kill(job, None)
+        return records, [j.entry.name for j in running] + [e.name for e, _ in pending]
+    finally:
+        restore()
+    return records, []
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (a cancelled CI job, a deleted pod) stops the run as Ctrl-C does: children killed,
+    finished results kept, a summary of what ran written. Returns what puts the old handler back."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _start(entry: ModelEntry, digest: str, opts: Options) -> Running:
+    folder = opts.out / entry.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CHILD_RESULT).unlink(missing_ok=True)
+    config = {**entry.settings, "out": str(folder.resolve()), "trust": opts.trust}
+    job_file = folder / CHILD_JOB
+    limit = entry.memory_limit or opts.memory_limit
+    job_file.write_text(json.dumps({"config": config, "result": str((folder / CHILD_RESULT).resolve()),
+                                    "parent": os.getpid(), "rlimit_data": 2 * limit if limit else None}, indent=2))
+    with open(folder / LOG, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "interop.fleet.child", str(job_file.resolve())],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=_child_env(entry, opts.jobs), start_new_session=True)
+    return Running(entry, digest, folder, proc, time.monotonic(), entry.timeout or opts.timeout, limit)
+
+
+def _child_env(entry: ModelEntry, jobs: int) -> dict[str, str]:
+    """The parent's environment; interop's own folder and the manifest's folder importable (for
+    MODULE:FN models); one share of the cores for each child's thread pools unless set."""
+    import interop
+
+    env = dict(os.environ)
+    paths = [str(Path(interop.__file__).resolve().parent.parent), str(entry.base)]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
+    return env
+
+
+def _check(job: Running) -> bool:
+    """True when the child has ended (it is not reaped yet); kills it when over its limits."""
+    if _ended(job):
+        return True
+    rss = tree_rss(job.proc.pid)
+    job.peak_rss = max(job.peak_rss, rss)
+    if job.memory_limit and rss > job.memory_limit:
+        _kill(job, "out-of-memory")
+        return True
+    if job.timeout and time.monotonic() - job.started > job.timeout:
+        _kill(job, "timeout")
+        return True
+    return False
+
+
+def _ended(job: Running) -> bool:
+    """Has the child exited? Peeked at without reaping it where the OS allows (so its process
+    group cannot be recycled before the group is killed); else reaped here."""
+    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        try:
+            return os.waitid(os.P_PID, job.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+    try:
+        pid, status, usage = os.wait4(job.proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    if pid == 0:
+        return False
+    job.proc.returncode = os.waitstatus_to_exitcode(status)
+    job.peak_rss = max(job.peak_rss, _maxrss(usage))
+    return True
+
+
+def _kill(job: Running, why: str | None) -> None:
+    job.killed_for = job.killed_for or why
+    try:
+        os.killpg(job.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if why is None:
+        _reap(job)
+
+
+def _reap(job: Running) -> int:
+    """Kill what is left of the child's process group, then collect the child's exit status."""
+    try:
+        os.killpg(job.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if job.proc.returncode is not None:
+        return job.proc.returncode
+    try:
+        _, status, usage = os.wait4(job.proc.pid, 0)
+    except ChildProcessError:
+        return 0
+    job.peak_rss = max(job.peak_rss, _maxrss(usage))
+    job.proc.returncode = os.waitstatus_to_exitcode(status)
+    return job.proc.returncode
+
+
+def _maxrss(usage: Any) -> int:
+    return usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024  # bytes there, KiB here
+
+
+def _finish(job: Running) -> dict[str, Any]:
+    code = _reap(job)
+    seconds = time.monotonic() - job.started
+    try:
+        result = json.loads((job.folder / CHILD_RESULT).read_text())
+    except (OSError, ValueError):
+        result = None
+    record = record_from_result(job.entry, job.folder, result, exit_code=code, killed_for=job.killed_for,
+                                limits={"timeout": job.timeout, "memory_limit": job.memory_limit},
+                                log_tail=_tail(job.folder / LOG))
+    record.update({"hash": job.digest, "seconds": round(seconds, 3), "built_seconds": round(seconds, 3),
+                   "peak_rss_bytes": job.peak_rss})
+    _write_record(job.folder, record)
+    return record
+
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    from interop.fleet.child import write_atomic
+
+    write_atomic(folder / resume.RECORD, record)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its descendants (Linux /proc; 0 elsewhere)."""
+    total, stack, page = 0, [pid], os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    while stack:
+        p = stack.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _tail(path: Path, lines: int = 20) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def default_jobs(memory_limit: int | None) -> int:
+    """One job per core, at most as many as free memory holds at the cap (or ~1.5 GB each)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_job = memory_limit or int(1.5 * 1024 ** 3)
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return max(1, cores)
+    return max(1, min(cores, available // per_job))
