@@ -44,7 +44,8 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
 @app.command()
 def build(
     model: str = typer.Argument(..., help="Model file (.pt TorchScript / torch.save, .pt2 ExportedProgram) or MODULE:FN."),
-    input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224"),
+    input: List[str] = typer.Option([], "--input", help="NAME:SHAPE[:DTYPE[:LOW..HIGH]][:KIND[=REF]], e.g. "
+                                    "x:1x3x224x224; kinds: offsets=IN, index=IN:AXIS, lengths=IN:AXIS, mask, arange"),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64"),
     output_name: List[str] = typer.Option([], "--output-name", help="Name of each output, in order."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder (default: the model's folder)."),
@@ -53,7 +54,8 @@ def build(
     config: Optional[str] = typer.Option(None, "--config", help="interop.toml or pyproject.toml with [tool.interop]"),
     factory: Optional[str] = typer.Option(None, "--factory", help="MODULE:FN building the model for a state_dict"),
     trust: bool = typer.Option(False, "--trust", help="Allow unpickling a torch.save'd module (runs code from the file)."),
-    samples: Optional[str] = typer.Option(None, "--samples", help=".npz of input arrays named after the inputs"),
+    samples: Optional[str] = typer.Option(None, "--samples", help=".npz of input arrays named after the inputs "
+                                          "(example case) or <input>@<case> (e.g. x@batch=3) for other cases"),
     json_out: bool = typer.Option(False, "--json", help="Print exactly the JSON report on stdout, nothing else."),
     exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter: auto, torchscript, dynamo"),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 20)"),
@@ -70,6 +72,10 @@ def build(
     coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
     allow_trace_warnings: bool = typer.Option(False, "--allow-trace-warnings",
                                               help="Build although tracing hit data-dependent control flow."),
+    sampler: Optional[str] = typer.Option(None, "--sampler",
+                                          help="MODULE:FN drawing input values: FN(shapes, rng) -> {name: array}, "
+                                               "called for tracing, export and every case; imports and runs code "
+                                               "from the current folder, like a MODULE:FN model"),
 ) -> None:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
@@ -84,7 +90,7 @@ def build(
                "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
                "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
                "pixel_scale": pixel_scale, "coreml_capture": coreml_capture,
-               "allow_trace_warnings": allow_trace_warnings or None}
+               "allow_trace_warnings": allow_trace_warnings or None, "sampler": sampler}
         cfg = merge(cli, read_config_file(config))
         report = _with_progress(lambda: run_build(cfg), quiet=json_out)
         if json_out:

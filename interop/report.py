@@ -43,7 +43,8 @@ class Report:
                          "tolerance": list(config.tolerance), "samples": config.samples, "factory": config.factory,
                          "trust": config.trust, "output_names": names, "image": config.image, "mean": config.mean,
                          "std": config.std, "pixel_scale": config.pixel_scale, "labels": config.labels,
-                         "targets": list(config.targets), "all_or_nothing": config.all_or_nothing},
+                         "targets": list(config.targets), "all_or_nothing": config.all_or_nothing,
+                         "sampler": getattr(config, "sampler", None)},
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
         })
 

@@ -46,6 +46,7 @@ class BuildConfig:
     license: str | None = None
     description: str | None = None
     version: str | None = None
+    sampler: str | None = None  # MODULE:FN drawing input values (user code, like a MODULE:FN source)
 
 
 _LIST_KEYS = {"inputs", "dynamic", "output_names", "targets", "tolerance"}

@@ -38,7 +38,8 @@ def verify_report(path: str) -> Report:
                          precision=settings["precision"], tolerance=settings["tolerance"],
                          samples=settings.get("samples"), factory=settings.get("factory"), trust=settings.get("trust", False),
                          image=settings.get("image"), mean=settings.get("mean"), std=settings.get("std"),
-                         pixel_scale=settings.get("pixel_scale"), labels=settings.get("labels"))
+                         pixel_scale=settings.get("pixel_scale"), labels=settings.get("labels"),
+                         sampler=settings.get("sampler"))
     source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = InputSpec.from_json({"inputs": old["inputs"], "outputs": settings["output_names"]})
     spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names

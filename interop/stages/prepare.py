@@ -18,7 +18,8 @@ from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
 from interop.stages.samples import draw
-from interop.stages.spec import Case, InputSpec, cases, example_size, make_sample, other_size
+from interop.stages.kinds import load_sampler
+from interop.stages.spec import Case, InputSpec, case_shape, cases, example_size, make_sample, other_size
 from interop.targets import output_keys
 
 
@@ -28,6 +29,8 @@ class Reference:
 
     samples: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     outputs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
+    sampler: Any = None  # the --sampler (stages/kinds.Sampler), also used for the export sample
+    user: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)  # --samples, per case
 
 
 @dataclass
@@ -110,34 +113,86 @@ class Trace:
 
 def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,
               pixels: set[str] = frozenset()) -> Reference:
-    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs."""
+    """Seeded samples per case (image inputs as whole-number pixels; value kinds and the sampler
+    at each case's sizes; the user's --samples first where given) and PyTorch's outputs."""
     ref = Reference()
-    user = load_user_samples(config.samples, spec) if config.samples else []
+    if getattr(config, "sampler", None):
+        ref.sampler = load_sampler(config.sampler)
+        _mark_sampled(spec, ref.sampler, config.seed)
+    ref.user = load_user_samples(config.samples, spec, all_cases) if config.samples else {}
     names = spec.names()
     for case in all_cases:
-        samples = draw(spec, case, config.seed, config.num_samples, pixels)
-        if case.name == "example" and user:
+        samples = draw(spec, case, config.seed, config.num_samples, pixels, ref.sampler)
+        user = ref.user.get(case.name, [])
+        if user:
             samples = user + samples[: max(0, config.num_samples - len(user))]
         ref.samples[case.name] = samples
         ref.outputs[case.name] = [run_torch(module, s, names) for s in samples]
     return ref
 
 
-def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
-    """``--samples file.npz``: arrays named after the inputs, one sample (or a leading axis of
-    samples when every array has the input's rank + 1)."""
+def _mark_sampled(spec: InputSpec, sampler: Any, seed: int) -> None:
+    """Record on each input the sampler draws (the report's inputs[] show it)."""
+    example = cases(spec)[0]
+    drawn = sampler(spec, {t.name: case_shape(t, example) for t in spec.inputs}, seed)
+    for t in spec.inputs:
+        t.sampler = sampler.text if t.name in drawn else None
+
+
+def load_user_samples(path: str, spec: InputSpec, all_cases: list[Case] | None = None
+                      ) -> dict[str, list[dict[str, np.ndarray]]]:
+    """``--samples file.npz``, per shape case: arrays named ``<input>`` (the example case) or
+    ``<input>@<case>`` (the case as the report's cases[] name it, e.g. ``x@batch=3``); each one
+    sample, or a leading axis of samples when every array of the case has the input's rank + 1."""
+    arrays = _read_npz(path)
+    groups = _group_by_case(arrays, spec, [c.name for c in all_cases or [Case("example")]], path)
+    by_name = {c.name: c for c in all_cases or [Case("example")]}
+    return {case: _case_samples(spec, by_name[case], group, path) for case, group in groups.items()}
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files}
     except FileNotFoundError as exc:
         raise SpecError(f"samples file {path} does not exist", hint="check the --samples path") from exc
     except Exception as exc:
         raise SpecError(f"samples file {path} is not a readable .npz ({type(exc).__name__})",
                         hint="write it with numpy.savez(path, x=array, ...)") from exc
-    missing = [n for n in spec.names() if n not in arrays]
-    if missing:
-        raise SpecError(f"samples file {path} has no array for input(s) {', '.join(missing)} "
+
+
+def _group_by_case(arrays: dict[str, np.ndarray], spec: InputSpec, case_names: list[str], path: str
+                   ) -> dict[str, dict[str, np.ndarray]]:
+    """``{case: {input: array}}``; every case the file names has an array for every input."""
+    names = spec.names()
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in arrays.items():
+        name, at, case = key.partition("@")
+        if not at and name not in names:
+            continue  # extra arrays without a case are ignored, as always
+        case = case if at else "example"
+        if name not in names or case not in case_names:
+            raise SpecError(f"samples file {path} has an array {key!r}: no input {name!r} or no case {case!r} "
+                            f"(inputs: {', '.join(names)}; cases: {', '.join(case_names)})",
+                            hint="name arrays <input> for the example case or <input>@<case>")
+        if name in groups.setdefault(case, {}):
+            raise SpecError(f"samples file {path} holds {name!r} for the example case twice ({name} and "
+                            f"{name}@example)", hint="keep one of them")
+        groups[case][name] = arr
+    if not groups:
+        raise SpecError(f"samples file {path} has no array for input(s) {', '.join(names)} "
                         f"(it has {', '.join(arrays) or 'none'})", hint="name the arrays after the inputs")
+    for case, group in groups.items():
+        missing = [n for n in names if n not in group]
+        if missing:
+            label = "" if case == "example" else f" at case {case}"
+            raise SpecError(f"samples file {path} has no array for input(s) {', '.join(missing)}{label} "
+                            f"(it has {', '.join(arrays)})", hint="give every input of a case an array")
+    return groups
+
+
+def _case_samples(spec: InputSpec, case: Case, arrays: dict[str, np.ndarray], path: str
+                  ) -> list[dict[str, np.ndarray]]:
     stacked = all(arrays[t.name].ndim == len(t.shape) + 1 for t in spec.inputs)
     count = len(arrays[spec.inputs[0].name]) if stacked else 1
     out = []
@@ -145,13 +200,18 @@ def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]
         sample = {}
         for t in spec.inputs:
             arr = arrays[t.name][i] if stacked else arrays[t.name]
-            _check_sample_shape(t, arr, path)
+            _check_sample_shape(t, arr, path, None if case.name == "example" else case_shape(t, case))
             sample[t.name] = np.ascontiguousarray(arr.astype(t.dtype))
         out.append(sample)
     return out
 
 
-def _check_sample_shape(t: Any, arr: np.ndarray, path: str) -> None:
+def _check_sample_shape(t: Any, arr: np.ndarray, path: str, exact: tuple[int, ...] | None = None) -> None:
+    if exact is not None:
+        if tuple(arr.shape) != exact:
+            raise SpecError(f"sample {t.name!r} in {path} has shape {arr.shape}, its case needs {exact}",
+                            hint="give each case's arrays that case's shapes (the report lists the cases)")
+        return
     ok = arr.ndim == len(t.shape) and all(
         (a in t.dynamic and t.dynamic[a].min <= s <= t.dynamic[a].max) or s == t.shape[a]
         for a, s in enumerate(arr.shape))
@@ -195,7 +255,8 @@ def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[
 
 
 def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tuple:
-    """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes."""
+    """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes.
+    The values: the user's --samples at those sizes if any, else drawn (value kinds, sampler)."""
     import torch
 
     sizes = {}
@@ -203,8 +264,11 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
         example = example_size(spec, name)
         sizes[name] = other_size(example, dim.min, dim.max) if example == 1 else example
     case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
-    sample = make_sample(spec, case, seed=12345)
-    return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)
+    shapes = {t.name: case_shape(t, case) for t in spec.inputs}
+    given = [s for samples in ref.user.values() for s in samples
+             if all(s[n].shape == shape for n, shape in shapes.items())]
+    sample = given[0] if given else make_sample(spec, case, seed=12345, sampler=ref.sampler)
+    return tuple(torch.from_numpy(np.ascontiguousarray(sample[t.name])) for t in spec.inputs)
 
 
 def read_labels(path: str) -> list[str]:

@@ -1,5 +1,6 @@
 """One place draws the seeded samples of a build: every route (PyTorch sources, ONNX sources,
-verify, bench) gets the same inputs for the same spec, case and seed."""
+verify, bench) gets the same inputs for the same spec, case and seed. Value kinds (stages/kinds.py)
+hold at every case; a ``--sampler`` (kinds.Sampler) replaces the inputs it returns."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ def sample_seed(seed: int, case: str, index: int) -> int:
     return seed + 1000 * index + zlib.crc32(case.encode()) % 997
 
 
-def draw(spec: InputSpec, case: Case, seed: int, count: int, pixels: set[str] | frozenset = frozenset()
-         ) -> list[dict[str, np.ndarray]]:
+def draw(spec: InputSpec, case: Case, seed: int, count: int, pixels: set[str] | frozenset = frozenset(),
+         sampler: Any = None) -> list[dict[str, np.ndarray]]:
     """``count`` seeded samples of ``case`` (image inputs as whole-number pixels)."""
-    samples = [make_sample(spec, case, sample_seed(seed, case.name, i)) for i in range(count)]
+    samples = [make_sample(spec, case, sample_seed(seed, case.name, i), sampler) for i in range(count)]
     for sample in samples:
         for name in pixels:
             sample[name] = np.round(sample[name])
