@@ -596,3 +596,33 @@ def test_structured_ops_translate_to_core_ml_and_agree_with_torch(module, count,
             want = module(torch.from_numpy(indices), torch.from_numpy(offsets)).numpy()
         (got,) = loaded.predict({"indices": indices.astype(np.int32), "offsets": offsets.astype(np.int32)}).values()
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --- check and verify take the kinds too ------------------------------------------------------------
+
+
+def test_check_takes_kinds_and_lists_the_cases():
+    import json
+
+    inputs, dynamic = MODELS["recommender"]
+    args = ["check", f"{HERE}:recommender", "--json"]
+    for text in inputs:
+        args += ["--input", text]
+    for text in dynamic:
+        args += ["--dynamic", text]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [i["kind"] for i in data["inputs"]] == [None, "offsets=indices:0"]
+    assert {c["name"] for c in data["cases"]} == {"example", "batch=9", "nnz=49"}
+    assert not data["would_fail"] and not data.get("blocked_targets")
+
+
+def test_verify_draws_the_kinds_recorded_in_the_report(built):
+    from interop.commands.verify import verify_report
+
+    report = built("recommender")
+    path = next(Path(report.data["targets"]["onnx"]["path"]).parent.glob("*.report.json"))
+    again = verify_report(str(path))
+    assert again.passed, again.data["targets"]
+    assert [i["kind"] for i in again.data["inputs"]] == [None, "offsets=indices:0"]
