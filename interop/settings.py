@@ -69,6 +69,9 @@ def read_config_file(path: str | None, model_dir: Path | None = None) -> dict[st
     data = data.get("interop", data) if "interop" in data and isinstance(data["interop"], dict) else data
     known = {f.name for f in fields(BuildConfig)}
     settings = {k.replace("-", "_"): v for k, v in data.items()}
+    if not path and settings.get("sampler"):
+        raise SpecError(f"{candidate} sets sampler = {settings['sampler']!r}: a file beside the model never runs code",
+                        hint="pass --sampler yourself (or --config FILE) if you mean to run it")
     unknown = sorted(set(settings) - known)
     if unknown:
         raise SpecError(f"unknown setting(s) {', '.join(unknown)} in {candidate}",

@@ -626,3 +626,31 @@ def test_verify_draws_the_kinds_recorded_in_the_report(built):
     again = verify_report(str(path))
     assert again.passed, again.data["targets"]
     assert [i["kind"] for i in again.data["inputs"]] == [None, "offsets=indices:0"]
+
+
+def test_a_build_with_a_sampler_records_it_and_verify_runs_it_again(tmp_path):
+    from interop import BuildConfig, build
+    from interop.commands.verify import verify_report
+
+    CALLS.clear()
+    report = build(BuildConfig(model=f"{HERE}:graph", inputs=GRAPH, dynamic=GRAPH_DYN, out=str(tmp_path),
+                               targets=["onnx"], num_samples=1, sampler=f"{HERE}:graph_sampler"))
+    assert report.passed, report.data["targets"]
+    assert report.data["settings"]["sampler"] == f"{HERE}:graph_sampler"
+    assert [i.get("sampler") for i in report.data["inputs"]] == [None, f"{HERE}:graph_sampler"]
+    calls = len(CALLS)
+    again = verify_report(str(next(tmp_path.glob("*.report.json"))))
+    assert again.passed and len(CALLS) > calls
+
+
+def test_a_sampler_in_the_config_beside_the_model_is_refused(tmp_path):
+    """A file on disk never turns on code execution: --sampler is given by the user."""
+    from interop import BuildConfig, build
+
+    model = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(graph(), (torch.randn(10, 8), torch.zeros(2, 30, dtype=torch.int64))), str(model))
+    (tmp_path / "interop.toml").write_text(f'inputs = {GRAPH!r}\nsampler = "{HERE}:graph_sampler"\n'.replace("'", '"'))
+    CALLS.clear()
+    with pytest.raises(SpecError, match="never runs code"):
+        build(BuildConfig(model=str(model), targets=["onnx"]))
+    assert not CALLS
