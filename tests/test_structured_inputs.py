@@ -654,3 +654,17 @@ def test_a_sampler_in_the_config_beside_the_model_is_refused(tmp_path):
     with pytest.raises(SpecError, match="never runs code"):
         build(BuildConfig(model=str(model), targets=["onnx"]))
     assert not CALLS
+
+
+def test_flags_keep_the_kind_the_model_carries():
+    """A spec embedded in the model (interop.json, a sidecar, INTEROP_SPEC) keeps its kinds when
+    --input flags only change shapes; a flag's own kind or range wins."""
+    from interop.stages.resolve import _inherit
+
+    carried = spec_of(["indices:24:int64:0..49", "offsets:4:offsets=indices"])
+    flags = InputSpec([parse_input("indices:32:int64:0..49"), parse_input("offsets:8:int64")])
+    _inherit(flags, carried)
+    assert flags.by_name("offsets").kind == "offsets=indices:0" and flags.by_name("offsets").low is None
+    ranged = InputSpec([parse_input("indices:32:int64:0..49"), parse_input("offsets:8:int64:0..3")])
+    _inherit(ranged, carried)
+    assert ranged.by_name("offsets").kind is None and ranged.by_name("offsets").high == 3
