@@ -30,7 +30,8 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
 # to settings.BuildConfig and one line appended here; its value reaches the library as
 # BuildConfig(<field>=value) only when the user gave the flag (see settings.resolve).
 BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
-    ("inputs", List[str], [], "--input", "NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224"),
+    ("inputs", List[str], [], "--input", "NAME:SHAPE[:DTYPE[:LOW..HIGH]][:KIND[=REF]], e.g. x:1x3x224x224; "
+                                         "kinds: offsets=IN, index=IN:AXIS, lengths=IN:AXIS, mask, arange"),
     ("dynamic", List[str], [], "--dynamic", "NAME:AXIS=DIM[:MIN..MAX], e.g. x:0=batch:1..64"),
     ("output_names", List[str], [], "--output-name", "Name of each output, in order."),
     ("out", Optional[str], None, "--out", "Output folder (default: the model's folder)."),
@@ -41,7 +42,8 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
                                                   "(imports and runs that code from the current folder)"),
     ("trust", bool, False, "--trust", "Run code from the model file: unpickle a torch.save'd module, ops outside "
                                       "tensor computation (files, print, custom ops)."),
-    ("samples", Optional[str], None, "--samples", ".npz of input arrays named after the inputs"),
+    ("samples", Optional[str], None, "--samples", ".npz of input arrays named after the inputs (example case) or "
+                                                  "<input>@<case> (e.g. x@batch=3) for other cases"),
     ("exporter", Optional[str], None, "--exporter", "ONNX exporter: auto, torchscript, dynamo"),
     ("opset", Optional[int], None, "--opset", "ONNX opset (default 20)"),
     ("deployment_target", Optional[str], None, "--deployment-target", "Core ML target, e.g. iOS16"),
@@ -58,6 +60,9 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
     ("allow_trace_warnings", bool, False, "--allow-trace-warnings",
      "Build although tracing hit data-dependent control flow."),
     ("all_or_nothing", bool, False, "--all-or-nothing", "Ship no target unless every chosen target passed."),
+    ("sampler", Optional[str], None, "--sampler", "MODULE:FN drawing input values: FN(shapes, rng) -> {name: array}, "
+                                                  "called for tracing, export and every case; imports and runs code "
+                                                  "from the current folder, like a MODULE:FN model"),
 ]
 
 

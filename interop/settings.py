@@ -61,6 +61,7 @@ class BuildConfig:
     description: str | None = None
     version: str | None = None
     config: str | None = None  # the --config file; read by resolve()
+    sampler: str | None = None  # MODULE:FN drawing input values (user code, like a MODULE:FN source)
     # where each setting came from (flag | config | model-folder | default); set by resolve()
     provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -97,7 +98,8 @@ _track_init()
 SOURCES = ("flag", "config", "model-folder", "default")
 MODEL_FOLDER_FILE = "interop.toml"
 NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
-NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed")
+NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed",
+                         "factory", "sampler")  # the last two import and run code
 NOT_FROM_REPORTS = ("trust", "out", "keep_failed", "config")  # verify/bench: trust is their own flag
 PATH_SETTINGS = ("samples", "labels", "out")  # relative to the file that sets them
 
@@ -160,7 +162,7 @@ def _file_settings(candidate: Path, kind: str) -> dict[str, Any]:
     if refused:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
         raise SpecError(f"{candidate} beside the model sets {', '.join(refused)}: a file that comes with a model "
-                        "may not loosen verdicts or redirect output", hint=f"pass {flags} as a flag or in a --config file")
+                        "may not loosen verdicts, redirect output or run code", hint=f"pass {flags} as a flag or in a --config file")
     values = {k: checked(k, v, str(candidate)) for k, v in settings.items()}
     for key in PATH_SETTINGS:  # a path in a file names a file beside it, wherever interop runs
         if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
@@ -342,4 +344,4 @@ def needs_trust(report: dict[str, Any], config: BuildConfig) -> bool:
 
     fmt = (report.get("model") or {}).get("format")
     entry_point = ":" in config.model and not Path(config.model).exists()
-    return sources.runs_code(fmt) or bool(config.factory) or entry_point
+    return sources.runs_code(fmt) or bool(config.factory) or bool(config.sampler) or entry_point

@@ -31,6 +31,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
                               "outputs": prep.names, "ops": [], "targets": [t.name for t in chosen], "hazards": [h.line() for h in prep.hazards if h.blocking],
                               "trace_warnings": [h.line() for h in prep.hazards if not h.blocking]}
+    result["cases"] = [{"name": c.name, "sizes": dict(c.sizes)} for c in prep.cases]  # --samples keys <input>@<case>
     if source.format == "onnx":
         chosen = _onnx_source_check(source, prep, chosen, result)
     if prep.trace is None:

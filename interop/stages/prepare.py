@@ -17,8 +17,9 @@ from interop.stages.preflight import Hazard, fail_on_hazards, trace_consistency,
 from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
-from interop.stages.samples import draw
-from interop.stages.spec import Case, InputSpec, cases, example_size, fallback_sizes, make_sample, other_size
+from interop.stages.kinds import load_sampler
+from interop.stages.samples import draw, read_samples
+from interop.stages.spec import Case, InputSpec, case_shape, cases, example_size, fallback_sizes, make_sample, other_size
 from interop.targets import output_keys
 
 
@@ -28,6 +29,8 @@ class Reference:
 
     samples: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     outputs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
+    sampler: Any = None  # the --sampler (stages/kinds.Sampler), also used for the export sample
+    user: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)  # --samples, per case
 
 
 @dataclass
@@ -207,22 +210,27 @@ class Trace:
 
 def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: BuildConfig,
               pixels: set[str] = frozenset()) -> Reference:
-    """Seeded samples per case (image inputs as whole-number pixels) and PyTorch's outputs. A
-    case the model fails at, on a dim given without a step, is moved to another legal size
+    """Seeded samples per case (image inputs as whole-number pixels; value kinds and the sampler
+    at each case's sizes; the user's --samples first where given) and PyTorch's outputs. A case
+    the model fails at, on a dim given without a step, is moved to another legal size
     (``fallback_sizes``); ``all_cases`` is updated in place, the case records the sizes tried."""
     ref = Reference()
-    user = load_user_samples(config.samples, spec) if config.samples else []
+    if getattr(config, "sampler", None):
+        ref.sampler = load_sampler(config.sampler)
+        _mark_sampled(spec, ref.sampler, config.seed)
+    ref.user = load_user_samples(config.samples, spec, all_cases) if config.samples else {}
     names = spec.names()
     for i, case in enumerate(all_cases):
-        samples = draw(spec, case, config.seed, config.num_samples, pixels)
-        if case.name == "example" and user:
+        samples = draw(spec, case, config.seed, config.num_samples, pixels, ref.sampler)
+        user = ref.user.get(case.name, [])
+        if user:
             samples = user + samples[: max(0, config.num_samples - len(user))]
         try:
             outputs = [run_torch(module, s, names) for s in samples]
         except SpecError as exc:
             if case.name == "example":
                 raise
-            case, samples, outputs = _fallback_case(module, spec, case, config, pixels, exc)
+            case, samples, outputs = _fallback_case(module, spec, case, config, pixels, exc, ref.sampler)
             all_cases[i] = case
         ref.samples[case.name] = samples
         ref.outputs[case.name] = outputs
@@ -230,7 +238,7 @@ def reference(module: Any, spec: InputSpec, all_cases: list[Case], config: Build
 
 
 def _fallback_case(module: Any, spec: InputSpec, case: Case, config: BuildConfig, pixels: set[str],
-                   error: SpecError) -> tuple[Case, list, list]:
+                   error: SpecError, sampler: Any = None) -> tuple[Case, list, list]:
     """The model failed at ``case``'s size: try even sizes and multiples of 8, 16, 32 before
     blaming the spec (U-Nets with skip concatenations fail at odd sizes)."""
     (dim_name, size), = case.sizes
@@ -239,7 +247,7 @@ def _fallback_case(module: Any, spec: InputSpec, case: Case, config: BuildConfig
     if dim.step == 1:
         for candidate in fallback_sizes(example_size(spec, dim_name), dim.min, dim.max, size):
             trial = Case(f"{dim_name}={candidate}", ((dim_name, candidate),), tuple(tried))
-            samples = draw(spec, trial, config.seed, config.num_samples, pixels)
+            samples = draw(spec, trial, config.seed, config.num_samples, pixels, sampler)
             try:
                 return trial, samples, [run_torch(module, s, spec.names()) for s in samples]
             except SpecError:
@@ -253,48 +261,18 @@ def _fallback_case(module: Any, spec: InputSpec, case: Case, config: BuildConfig
     raise SpecError(f"{error.message} (the model fails at {dim_name} = {sizes})", hint=hint) from error
 
 
-def load_user_samples(path: str, spec: InputSpec) -> list[dict[str, np.ndarray]]:
-    """``--samples file.npz``: arrays named after the inputs, one sample (or a leading axis of
-    samples when every array has the input's rank + 1)."""
-    from interop.support.limits import check_user_arrays
-    from interop.trust import check_zip, regular_file
-
-    try:
-        check_zip(regular_file(path, "samples file"))  # no FIFO / device; no zip bomb
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError as exc:
-        raise SpecError(f"samples file {path} does not exist", hint="check the --samples path") from exc
-    except InteropError:
-        raise
-    except Exception as exc:
-        raise SpecError(f"samples file {path} is not a readable .npz ({type(exc).__name__})",
-                        hint="write it with numpy.savez(path, x=array, ...)") from exc
-    missing = [n for n in spec.names() if n not in arrays]
-    if missing:
-        raise SpecError(f"samples file {path} has no array for input(s) {', '.join(missing)} "
-                        f"(it has {', '.join(arrays) or 'none'})", hint="name the arrays after the inputs")
-    check_user_arrays(arrays, path)
-    stacked = all(arrays[t.name].ndim == len(t.shape) + 1 for t in spec.inputs)
-    count = len(arrays[spec.inputs[0].name]) if stacked else 1
-    out = []
-    for i in range(count):
-        sample = {}
-        for t in spec.inputs:
-            arr = arrays[t.name][i] if stacked else arrays[t.name]
-            _check_sample_shape(t, arr, path)
-            sample[t.name] = np.ascontiguousarray(arr.astype(t.dtype))
-        out.append(sample)
-    return out
+def _mark_sampled(spec: InputSpec, sampler: Any, seed: int) -> None:
+    """Record on each input the sampler draws (the report's inputs[] show it)."""
+    example = cases(spec)[0]
+    drawn = sampler(spec, {t.name: case_shape(t, example) for t in spec.inputs}, seed)
+    for t in spec.inputs:
+        t.sampler = sampler.text if t.name in drawn else None
 
 
-def _check_sample_shape(t: Any, arr: np.ndarray, path: str) -> None:
-    ok = arr.ndim == len(t.shape) and all(
-        (a in t.dynamic and t.dynamic[a].min <= s <= t.dynamic[a].max) or s == t.shape[a]
-        for a, s in enumerate(arr.shape))
-    if not ok:
-        raise SpecError(f"sample {t.name!r} in {path} has shape {arr.shape}, the spec says {t.shape}",
-                        hint="match the input spec (dynamic axes may vary inside their range)")
+def load_user_samples(path: str, spec: InputSpec, all_cases: list[Case] | None = None
+                      ) -> dict[str, list[dict[str, np.ndarray]]]:
+    """``--samples file.npz``, per shape case (key scheme: stages/samples.read_samples)."""
+    return read_samples(path, spec, all_cases or [Case("example")])
 
 
 def output_names(module: Any, spec: InputSpec, ref: Reference, config: BuildConfig,
@@ -361,7 +339,8 @@ def output_dims(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> list[
 
 
 def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tuple:
-    """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes."""
+    """Export/trace at sizes != 1 where a dynamic dim allows it: exporters specialise size-1 axes.
+    The values: the user's --samples at those sizes if any, else drawn (value kinds, sampler)."""
     import torch
 
     sizes = {}
@@ -369,8 +348,11 @@ def _export_args(spec: InputSpec, ref: Reference, all_cases: list[Case]) -> tupl
         example = example_size(spec, name)
         sizes[name] = other_size(example, dim.min, dim.max, dim.step) if example == 1 else example
     case = Case("export", tuple((k, v) for k, v in sizes.items() if v is not None))
-    sample = make_sample(spec, case, seed=12345)
-    return tuple(torch.from_numpy(sample[t.name]) for t in spec.inputs)
+    shapes = {t.name: case_shape(t, case) for t in spec.inputs}
+    given = [s for samples in ref.user.values() for s in samples
+             if all(s[n].shape == shape for n, shape in shapes.items())]
+    sample = given[0] if given else make_sample(spec, case, seed=12345, sampler=ref.sampler)
+    return tuple(torch.from_numpy(np.ascontiguousarray(sample[t.name])) for t in spec.inputs)
 
 
 def read_labels(path: str) -> list[str]:

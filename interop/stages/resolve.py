@@ -36,7 +36,9 @@ def _inherit(spec: InputSpec, hinted: InputSpec) -> None:
         old: TensorSpec | None = by_name.get(t.name)
         if old is None:
             continue
-        if t.low is None and old.low is not None and old.dtype == t.dtype:
+        if t.kind is None and t.low is None and old.kind is not None and old.dtype == t.dtype:
+            t.kind = old.kind
+        if t.low is None and t.kind is None and old.low is not None and old.dtype == t.dtype:
             t.low, t.high = old.low, old.high
         if len(old.shape) == len(t.shape):
             for axis, d in old.dynamic.items():

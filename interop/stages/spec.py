@@ -2,7 +2,9 @@
 inputs drawn from them.
 
 Text forms (the CLI contract):
-    --input  NAME:SHAPE[:DTYPE[:LOW..HIGH]]     x:1x3x224x224   ids:2x16:int64:0..999
+    --input  NAME:SHAPE[:DTYPE[:LOW..HIGH]][:KIND[=REF]]
+                                                x:1x3x224x224   ids:2x16:int64:0..999
+                                                offsets:4:int64:offsets=indices  (kinds: stages/kinds.py)
     --dynamic NAME:AXIS=DIM[:MIN..MAX[/STEP]]   x:0=batch:1..64   image:2=height:64..640/32
                                                 (/STEP: only multiples of STEP; every size tested is one)
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interop.errors import SpecError
+from interop.stages.kinds import KIND_DTYPE, check_kinds, fill, is_kind_field, parse_kind
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 _ALIASES = {"float": "float32", "fp32": "float32", "fp16": "float16", "half": "float16", "double": "float64",
@@ -44,7 +47,9 @@ class DynamicAxis:
 
 @dataclass
 class TensorSpec:
-    """One model input: its example shape, dtype, sample value range and dynamic axes."""
+    """One model input: its example shape, dtype, sample value range and dynamic axes; ``kind``
+    (``offsets=indices:0``, ``mask``, ... see stages/kinds.py) constrains its values, ``sampler``
+    records the ``--sampler`` that drew them."""
 
     name: str
     shape: tuple[int, ...]
@@ -52,12 +57,17 @@ class TensorSpec:
     low: float | None = None
     high: float | None = None
     dynamic: dict[int, DynamicAxis] = field(default_factory=dict)
+    kind: str | None = None
+    sampler: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
                                "dynamic": {str(a): d.to_json() for a, d in sorted(self.dynamic.items())}}
         if self.low is not None:
             out["range"] = [self.low, self.high]
+        out["kind"] = self.kind
+        if self.sampler is not None:
+            out["sampler"] = self.sampler
         return out
 
     @classmethod
@@ -66,6 +76,9 @@ class TensorSpec:
             rng = data.get("range") or [None, None]
             spec = cls(name=str(data["name"]), shape=tuple(int(d) for d in data["shape"]),
                        dtype=normalise_dtype(data.get("dtype", "float32")), low=rng[0], high=rng[1])
+            if data.get("kind") is not None:
+                spec.kind = parse_kind(str(data["kind"]), f"input {spec.name!r}").text()
+            spec.sampler = str(data["sampler"]) if data.get("sampler") is not None else None
             for axis, dyn in (data.get("dynamic") or {}).items():
                 spec.dynamic[int(axis)] = DynamicAxis(int(axis), str(dyn["name"]), int(dyn.get("min", 1)),
                                                       int(dyn.get("max", DEFAULT_MAX)), int(dyn.get("step", 1)))
@@ -147,19 +160,28 @@ def parse_shape(text: str, what: str) -> tuple[int, ...]:
 
 
 def parse_input(text: str) -> TensorSpec:
-    """Parse ``NAME:SHAPE[:DTYPE[:LOW..HIGH]]``."""
+    """Parse ``NAME:SHAPE[:DTYPE[:LOW..HIGH]][:KIND[=REF]]`` (the kind's reference may hold a
+    ``:``, as in ``index=x:0``; a kind input's dtype defaults to int64)."""
     what = f"--input {text!r}"
     parts = text.split(":")
+    at = next((i for i in range(2, len(parts)) if is_kind_field(parts[i])), len(parts))
+    kind = parse_kind(":".join(parts[at:]), what).text() if at < len(parts) else None
+    parts = parts[:at]
     if len(parts) < 2 or len(parts) > 4:
-        raise SpecError(f"cannot parse {what}", hint="write NAME:SHAPE[:DTYPE[:LOW..HIGH]], e.g. x:1x3x224x224")
+        raise SpecError(f"cannot parse {what}",
+                        hint="write NAME:SHAPE[:DTYPE[:LOW..HIGH]][:KIND[=REF]], e.g. x:1x3x224x224")
     name = parts[0].strip()
     _check_name(name, what)
     shape = parse_shape(parts[1], what)
-    dtype = normalise_dtype(parts[2]) if len(parts) > 2 and parts[2] else "float32"
+    default = KIND_DTYPE if kind else "float32"
+    dtype = normalise_dtype(parts[2]) if len(parts) > 2 and parts[2] else default
     low = high = None
     if len(parts) == 4:
+        if kind:
+            raise SpecError(f"{what} gives both a range and the value kind {kind.split('=')[0]!r}",
+                            hint="the kind fixes the values: drop LOW..HIGH")
         low, high = _parse_range(parts[3], what, integer=dtype.startswith(("int", "uint")))
-    return TensorSpec(name, shape, dtype, low, high)
+    return TensorSpec(name, shape, dtype, low, high, kind=kind)
 
 
 def parse_dynamic(text: str) -> tuple[str, DynamicAxis]:
@@ -223,6 +245,7 @@ def validate(spec: InputSpec) -> None:
         raise SpecError(f"duplicate input names {names}", hint="give each input its own name")
     for t in spec.inputs:
         validate_tensor(t)
+    check_kinds(spec)
     sizes: dict[str, tuple[int, int, int]] = {}
     for t in spec.inputs:
         for axis, d in t.dynamic.items():
@@ -311,16 +334,21 @@ def case_shape(tensor: TensorSpec, case: Case) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def make_sample(spec: InputSpec, case: Case, seed: int) -> dict[str, Any]:
+def make_sample(spec: InputSpec, case: Case, seed: int, sampler: Any = None) -> dict[str, Any]:
     """Seeded random inputs for ``case``: floats uniform in LOW..HIGH (standard normal without a
-    range), integers uniform in LOW..HIGH inclusive (0..9 without one), bools fair coins."""
+    range), integers uniform in LOW..HIGH inclusive (0..9 without one), bools fair coins; inputs
+    with a value kind as the kind says at this case's sizes; then the ``sampler`` (a
+    kinds.Sampler) replaces the inputs it returns."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    shapes = {t.name: case_shape(t, case) for t in spec.inputs}
     out: dict[str, Any] = {}
     for t in spec.inputs:
-        shape = case_shape(t, case)
-        if t.dtype == "bool":
+        shape = shapes[t.name]
+        if t.kind is not None:
+            out[t.name] = fill(t, shapes, rng)
+        elif t.dtype == "bool":
             out[t.name] = rng.integers(0, 2, size=shape).astype(bool)
         elif t.dtype.startswith(("int", "uint")):
             lo, hi = (int(t.low), int(t.high)) if t.low is not None else (0, 9)
@@ -329,4 +357,6 @@ def make_sample(spec: InputSpec, case: Case, seed: int) -> dict[str, Any]:
             out[t.name] = rng.uniform(t.low, t.high, size=shape).astype(t.dtype)
         else:
             out[t.name] = rng.standard_normal(size=shape).astype(t.dtype)
+    if sampler is not None:
+        out.update(sampler(spec, shapes, seed))
     return out
