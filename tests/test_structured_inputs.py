@@ -623,7 +623,7 @@ def test_verify_draws_the_kinds_recorded_in_the_report(built):
 
     report = built("recommender")
     path = next(Path(report.data["targets"]["onnx"]["path"]).parent.glob("*.report.json"))
-    again = verify_report(str(path))
+    again = verify_report(str(path), trust=True)  # a MODULE:FN source: verify needs --trust
     assert again.passed, again.data["targets"]
     assert [i["kind"] for i in again.data["inputs"]] == [None, "offsets=indices:0"]
 
@@ -639,7 +639,7 @@ def test_a_build_with_a_sampler_records_it_and_verify_runs_it_again(tmp_path):
     assert report.data["settings"]["sampler"] == f"{HERE}:graph_sampler"
     assert [i.get("sampler") for i in report.data["inputs"]] == [None, f"{HERE}:graph_sampler"]
     calls = len(CALLS)
-    again = verify_report(str(next(tmp_path.glob("*.report.json"))))
+    again = verify_report(str(next(tmp_path.glob("*.report.json"))), trust=True)  # a MODULE:FN source
     assert again.passed and len(CALLS) > calls
 
 
@@ -651,7 +651,7 @@ def test_a_sampler_in_the_config_beside_the_model_is_refused(tmp_path):
     torch.jit.save(torch.jit.trace(graph(), (torch.randn(10, 8), torch.zeros(2, 30, dtype=torch.int64))), str(model))
     (tmp_path / "interop.toml").write_text(f'inputs = {GRAPH!r}\nsampler = "{HERE}:graph_sampler"\n'.replace("'", '"'))
     CALLS.clear()
-    with pytest.raises(SpecError, match="never runs code"):
+    with pytest.raises(SpecError, match="run code"):
         build(BuildConfig(model=str(model), targets=["onnx"]))
     assert not CALLS
 
