@@ -61,7 +61,8 @@ def run(name: str, precision: str) -> dict[str, Any]:
 
 def cell(r: dict[str, Any]) -> str:
     if r["status"] == "failed" or not r.get("cases"):
-        return f"failed: {(r.get('error') or '').replace('|', '/')[:160]}"
+        error = (r.get("error") or "").split(" — ")[0]  # the message, without interop's hint
+        return f"failed: {error.replace('|', '/')[:240]}"
     mark = "✓" if r["status"] == "ok" else "✗"
     return f"{mark} {len(r['cases']) - len(r['failed'])}/{len(r['all_cases'])} cases, worst rel_l2 {r['worst']:.0e}"
 

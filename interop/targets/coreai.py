@@ -68,6 +68,7 @@ def capture(module: Any, args: tuple, spec: InputSpec, fp16: bool, noise: Noise)
 def _export_failure(exc: Exception) -> str:
     """torch.export's first line and its first explanation (``- You marked seq as dynamic but ...``)."""
     why = next((ln.strip()[2:] for ln in str(exc).splitlines() if ln.strip().startswith("- ")), "")
+    why = why.split(". ")[0] + ("." if why else "")  # its first sentence, not torch's mark_dynamic advice
     text = first_line(exc).removesuffix(' For more information, run with TORCH_LOGS="+dynamic".')
     return f"{text} {why[:300]}".strip()
 
