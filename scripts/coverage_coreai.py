@@ -2,7 +2,7 @@
 ``--targets coreai`` alone, each in its own subprocess with a timeout and one torch thread; the
 section between the markers below is replaced (the rest of the doc is scripts/coverage.py's).
 
-    python scripts/coverage_coreai.py                   # the whole zoo (~5 min on 2 cores)
+    python scripts/coverage_coreai.py                   # the whole zoo (~8 min on 2 shared cores)
     python scripts/coverage_coreai.py --only cnn bert   # some models (the section lists only those)
     python scripts/coverage_coreai.py --precision fp32
 """

@@ -234,3 +234,35 @@ def test_zoo_model_builds_a_verified_aimodel(name, tmp_path):
     assert {a["case"] for a in rows} == {c["name"] for c in data["cases"]} and all(a["passed"] for a in rows)
     int64 = [i["name"] for i in data["inputs"] if i["dtype"] == "int64"]
     assert all(any(f"int64 input {n!r} is int32" in note for note in entry["notes"]) for n in int64)
+
+
+def test_torchscript_sample_goes_through_torchs_converter(tmp_path):
+    """A TorchScript source (the committed samples are) cannot be torch.export-ed itself; torch's
+    TS2EPConverter turns it into a program that is exported again with the spec's dynamic dims."""
+    from tests.conftest import SAMPLES
+
+    result = runner.invoke(app, ["build", str(SAMPLES / "lstm_sum.pt"), "--targets", "coreai", "--out", str(tmp_path),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    entry = data["targets"]["coreai"]
+    assert entry["capture"] == "TorchScript -> TS2EPConverter -> torch.export" and entry["status"] == "ok"
+    assert {a["case"] for a in data["agreement"]} == {"example", "batch=3"}  # the dynamic batch, two sizes
+    info = runner.invoke(app, ["inspect", str(tmp_path / "lstm_sum.aimodel"), "--json"])
+    assert json.loads(info.stdout)["inputs"][0]["shape"][0] == "?"
+
+
+@pytest.mark.slow
+def test_torchscript_inside_the_image_classifier_wrapper(tmp_path):
+    """--image and --labels wrap a TorchScript model in interop's preprocessing module: its inner
+    TorchScript model is converted, the wrapper (normalisation, softmax) exported around it."""
+    from interop import BuildConfig, build
+    from tests.conftest import SAMPLES
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(10)))
+    data = build(BuildConfig(model=str(SAMPLES / "small_cnn.pt"), targets=["coreai"], image="image",
+                             labels=str(labels), out=str(tmp_path / "out"))).data
+    entry = data["targets"]["coreai"]
+    assert data["passed"] and entry["capture"] == "TorchScript -> TS2EPConverter -> torch.export", entry
+    assert {a["output"] for a in data["agreement"]} == {"classLabelProbs"}

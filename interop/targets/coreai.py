@@ -17,6 +17,7 @@ What Core AI does not have, and what interop builds instead (said in the report'
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,14 @@ def dynamic_ranges(spec: InputSpec) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def capture(module: Any, args: tuple, spec: InputSpec, fp16: bool, noise: Noise) -> Any:
-    """torch.export with the spec's dims, then coreai-torch's decompositions."""
+    """torch.export with the spec's dims (a TorchScript model first goes through torch's
+    TorchScript -> ExportedProgram converter), then coreai-torch's decompositions."""
     import torch
     from torch.export import Dim
 
     with captured(noise):  # its import warns that torch 2.13.0+cpu is newer than 2.13.0
         import coreai_torch
-    if isinstance(module, torch.jit.ScriptModule):
-        raise ExportError("Core AI converts torch.export programs; a TorchScript model cannot be exported",
-                          hint="build from the nn.Module (a .pt2, a pickled module or MODULE:FN)")
+    module = _without_torchscript(module, args, noise)
     if fp16:
         module = _fp16_copy(module)
     dims: dict[str, Any] = {}
@@ -65,6 +65,56 @@ def capture(module: Any, args: tuple, spec: InputSpec, fp16: bool, noise: Noise)
         raise ExportError(f"coreai-torch's decompositions failed: {first_line(exc)}", hint="report it") from exc
 
 
+def _without_torchscript(module: Any, args: tuple, noise: Noise) -> Any:
+    """A TorchScript model, alone or as the ``inner`` model of interop's preprocessing wrapper
+    (elementwise image normalisation, softmax: the inner model sees the outer shapes), replaced
+    by its converted program; the prepared module itself is left untouched (a shallow copy)."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return from_torchscript(module, args, noise)
+    inner = getattr(module, "inner", None)
+    if not isinstance(inner, torch.jit.ScriptModule):
+        return module
+    outer = copy.copy(module)
+    outer._modules = dict(module._modules)  # noqa: SLF001 - the copy's own children, not the original's
+    outer.inner = from_torchscript(inner, args, noise)
+    return outer
+
+
+def from_torchscript(module: Any, args: tuple, noise: Noise) -> Any:
+    """A TorchScript model as an nn.Module torch.export takes: torch's own converter
+    (``torch._export.converter.TS2EPConverter``, experimental) at the export sizes; its graph
+    module, outputs flattened, is then exported again with the spec's dynamic dims."""
+    import torch
+    from torch._export.converter import TS2EPConverter
+
+    from interop.targets import flatten_outputs
+
+    try:
+        with captured(noise):
+            program = TS2EPConverter(module, args).convert()
+    except Exception as exc:
+        raise ExportError(f"torch's TorchScript -> ExportedProgram converter failed: {first_line(exc)}",
+                          hint="build from the nn.Module (a .pt2, a pickled module or MODULE:FN)") from exc
+    class Flat(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any) -> tuple:
+            return tuple(flatten_outputs(self.inner(*args)))
+
+    return _inference(Flat(program.module()))
+
+
+def _inference(module: Any) -> Any:
+    """``module`` in inference mode: ``.eval()`` without recursing (an ExportedProgram's graph
+    module refuses ``train()``; it is inference-only already)."""
+    module.training = False
+    return module
+
+
 def _export_failure(exc: Exception) -> str:
     """torch.export's first line and its first explanation (``- You marked seq as dynamic but ...``)."""
     why = next((ln.strip()[2:] for ln in str(exc).splitlines() if ln.strip().startswith("- ")), "")
@@ -75,8 +125,6 @@ def _export_failure(exc: Exception) -> str:
 
 def _fp16_copy(module: Any) -> Any:
     """An fp16 copy of ``module`` behind fp32 inputs and outputs (integer tensors pass as they are)."""
-    import copy
-
     import torch
 
     class Fp16(torch.nn.Module):
@@ -88,7 +136,7 @@ def _fp16_copy(module: Any) -> Any:
             args = tuple(a.half() if a.is_floating_point() else a for a in args)
             return tuple(o.float() if o.is_floating_point() else o for o in self.inner(*args))
 
-    return Fp16(module).eval()
+    return _inference(Fp16(module))
 
 
 def convert(program: Any, inputs: list[str], outputs: list[str], noise: Noise) -> Any:
@@ -242,7 +290,7 @@ class CoreaiTarget(Target):
         except Exception as exc:
             raise ExportError(f"coreai-core could not save the asset: {first_line(exc)}", hint="report it") from exc
         del converted
-        entry = {"precision": config.precision, "capture": "torch.export", "versions": runtime.versions(),
+        entry = {"precision": config.precision, "capture": self._capture(prep.module), "versions": runtime.versions(),
                  "minimum_os": "iOS 27 / macOS 27", "notes": self._notes(spec, prep, fp16),
                  "verified_cases": [c.name for c in prep.cases]}
         stage(self.verify_stage)
@@ -255,9 +303,20 @@ class CoreaiTarget(Target):
         return out
 
     @staticmethod
+    def _capture(module: Any) -> str:
+        import torch
+
+        scripted = isinstance(module, torch.jit.ScriptModule) or isinstance(getattr(module, "inner", None),
+                                                                            torch.jit.ScriptModule)
+        return "TorchScript -> TS2EPConverter -> torch.export" if scripted else "torch.export"
+
+    @staticmethod
     def _notes(spec: InputSpec, prep: Any, fp16: bool) -> list[str]:
         notes = [f"int64 input {t.name!r} is int32 in Core AI (the runtime refuses int64)"
                  for t in spec.inputs if t.dtype == "int64"]
+        if CoreaiTarget._capture(prep.module) != "torch.export":
+            notes.append("TorchScript source: converted to an ExportedProgram by torch's experimental TS2EPConverter "
+                         "(torch._export.converter), then exported again with the spec's dynamic dims")
         if any(t.dynamic for t in spec.inputs):
             notes.append(f"dynamic dims are '?' in the program; their declared ranges are in the metadata "
                          f"({RANGES_KEY}) and checked at every case")
