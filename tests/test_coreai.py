@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(runtime.unavailable() is not None, reason=f"core
 # the time axis of nn.LSTM / nn.GRU: their loop is unrolled, so a dynamic sequence cannot export).
 EXPECTED_ERROR = {"lstm": "specialized it to be a constant", "gru": "specialized it to be a constant",
                   "swin": "Could not guard on data-dependent expression"}
-FAST = {"lstm", "lstm_sum"}  # cnn is built (all three targets) by the cnn_all fixture; bert (int64) is slow
+FAST = {"lstm"}  # cnn: the cnn_all fixture; lstm_sum: the TorchScript sample test; bert (int64) is slow
 runner = CliRunner()
 
 
@@ -152,13 +152,15 @@ def test_missing_wheel_is_exit_2_with_the_install_hint(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_missing_runtime_at_verify_is_not_executed_never_passed(monkeypatch, cnn_all, tmp_path):
-    from interop.commands.verify import verify_report
+def test_missing_runtime_is_not_executed_never_passed(monkeypatch, cnn_all):
+    """Where the runtime cannot run, execute yields a problem (verify and the build report it as
+    not executed) instead of outputs."""
+    from interop import targets
 
-    report_path, _ = coreai_only_copy(cnn_all, tmp_path)
+    folder, _ = cnn_all
     monkeypatch.setattr(runtime, "unavailable", lambda convert=True, modules=(): "coreai-core is not installed")
-    report = verify_report(str(report_path))
-    assert not report.passed and report.data["targets"]["coreai"]["status"] == "not-executed"
+    runs = list(targets.get("coreai").execute(folder / "cnn_model.aimodel", None, None, ["output"]))
+    assert runs == [("coreai-runtime", None, f"coreai-core is not installed ({runtime.INSTALL_HINT})")]
 
 
 def test_shapes_outside_the_declared_range_are_refused():
