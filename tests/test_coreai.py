@@ -183,6 +183,7 @@ def test_shapes_outside_the_declared_range_are_refused():
 def test_declared_type_text():
     assert runtime.declared("NDArray (Float32, ? × 3 × 16 × 16)") == ("float32", [None, 3, 16, 16])
     assert runtime.declared("NDArray (Int32, 2 × 5)") == ("int32", [2, 5])
+    assert runtime.declared("Image (BGRA8, 32 × 32)") == ("Image (BGRA8, 32 × 32)", None)
 
 
 def test_doctor_reports_coreai():
@@ -268,3 +269,19 @@ def test_torchscript_inside_the_image_classifier_wrapper(tmp_path):
     entry = data["targets"]["coreai"]
     assert data["passed"] and entry["capture"] == "TorchScript -> TS2EPConverter -> torch.export", entry
     assert {a["output"] for a in data["agreement"]} == {"classLabelProbs"}
+
+
+def test_recorded_ranges_must_match_the_spec(cnn_all, tmp_path):
+    """The metadata's ranges are what the '?' dims are checked against: an .aimodel whose
+    recorded ranges differ from the report's spec (edited, or built for another spec) is refused."""
+    from interop.commands.verify import verify_report
+
+    report_path, aimodel = coreai_only_copy(cnn_all, tmp_path)
+    meta = json.loads((aimodel / "metadata.json").read_text())
+    ranges = json.loads(meta["creatorDefinedMetadata"]["interop.dynamic_ranges"])
+    ranges["image"]["0"]["max"] = 4
+    meta["creatorDefinedMetadata"]["interop.dynamic_ranges"] = json.dumps(ranges)
+    (aimodel / "metadata.json").write_text(json.dumps(meta))
+    report = verify_report(str(report_path))
+    entry = report.data["targets"]["coreai"]
+    assert not report.passed and "records dynamic ranges" in entry["not_executed"][0]["why"]

@@ -58,11 +58,12 @@ def unavailable(convert: bool = True, modules: tuple[str, ...] = ("coreai.author
     return None
 
 
-def declared(text: str) -> tuple[str, list[int | None]]:
-    """``'NDArray (Float32, ? × 3 × 16 × 16)'`` -> ('float32', [None, 3, 16, 16])."""
+def declared(text: str) -> tuple[str, list[int | None] | None]:
+    """``'NDArray (Float32, ? × 3 × 16 × 16)'`` -> ('float32', [None, 3, 16, 16]); a type text of
+    another form -> (text, None): nothing is claimed about its shape."""
     match = _TYPE.fullmatch(text.strip())
     if match is None:
-        return text, []
+        return text, None
     dims = [d.strip() for d in match.group(2).split("×") if d.strip()]
     return match.group(1).lower(), [None if d == "?" else int(d) for d in dims]
 
@@ -84,9 +85,10 @@ def check_integrity(path: Path) -> None:
 
     asset = _AIModelAsset(str(path))
     program, digest = Path(asset._program_bytecode_path), Path(asset._program_hash_path)  # noqa: SLF001 (beta SPI)
-    if not program.exists():
-        raise LoadError(f"{path} has no program ({program.name})", hint="rebuild it")
-    if digest.exists() and hashlib.sha256(program.read_bytes()).digest() != digest.read_bytes():
+    for part in (program, digest):  # coreai-core's save_asset writes both
+        if not part.exists():
+            raise LoadError(f"{path} has no {part.name}", hint="rebuild the .aimodel")
+    if hashlib.sha256(program.read_bytes()).digest() != digest.read_bytes():
         raise LoadError(f"{program.name} does not match {digest.name}: the program was altered after it was saved",
                         hint="rebuild the .aimodel")
 

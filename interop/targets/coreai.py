@@ -97,6 +97,7 @@ def from_torchscript(module: Any, args: tuple, noise: Noise) -> Any:
     except Exception as exc:
         raise ExportError(f"torch's TorchScript -> ExportedProgram converter failed: {first_line(exc)}",
                           hint="build from the nn.Module (a .pt2, a pickled module or MODULE:FN)") from exc
+
     class Flat(torch.nn.Module):
         def __init__(self, inner: Any):
             super().__init__()
@@ -118,7 +119,7 @@ def _inference(module: Any) -> Any:
 def _export_failure(exc: Exception) -> str:
     """torch.export's first line and its first explanation (``- You marked seq as dynamic but ...``)."""
     why = next((ln.strip()[2:] for ln in str(exc).splitlines() if ln.strip().startswith("- ")), "")
-    why = why.split(". ")[0] + ("." if why else "")  # its first sentence, not torch's mark_dynamic advice
+    why = why.split(". ")[0].rstrip(".") + ("." if why else "")  # its first sentence, not torch's mark_dynamic advice
     text = first_line(exc).removesuffix(' For more information, run with TORCH_LOGS="+dynamic".')
     return f"{text} {why[:300]}".strip()
 
@@ -186,6 +187,8 @@ def check_shapes(session: Any, ranges: dict[str, Any], inputs: dict[str, np.ndar
     in their recorded range (the runtime does not enforce it), fixed dims must match."""
     for kind, declared, values in (("input", session.inputs, inputs), ("output", session.outputs, outputs)):
         for name, (_, dims) in declared.items():
+            if dims is None:  # a type text interop does not parse: no claim to check
+                continue
             shape = values[name].shape
             if len(shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, shape)):
                 raise ExportError(f"{kind} {name!r} is declared {_dims(dims)} but has shape {list(shape)}",
@@ -205,7 +208,11 @@ def run_all(path: Path, spec: InputSpec, ref: Any, names: list[str]) -> dict[str
     """Every case and sample of ``ref`` through the bundled runtime, the asset read from disk."""
     from interop.stages.agreement import run_cases
 
-    ranges = json.loads(metadata(path).get(RANGES_KEY) or "null") or dynamic_ranges(spec)
+    ranges = json.loads(metadata(path).get(RANGES_KEY) or "null")
+    if ranges is not None and ranges != dynamic_ranges(spec):
+        raise ExportError(f"the .aimodel records dynamic ranges {ranges}, the spec declares {dynamic_ranges(spec)}",
+                          hint="it was not built for this spec: rebuild it")
+    ranges = ranges or dynamic_ranges(spec)
     with runtime.Session(path) as session:
         missing = [n for n in names if n not in session.outputs] + [n for n in spec.names() if n not in session.inputs]
         if missing:
@@ -239,7 +246,7 @@ def inspect_aimodel(path: Path) -> dict[str, Any]:
 
     def tensor(name: str, text: str) -> dict[str, Any]:
         dtype, dims = runtime.declared(text)
-        return {"name": name, "type": dtype, "shape": ["?" if d is None else d for d in dims]}
+        return {"name": name, "type": dtype, "shape": ["?" if d is None else d for d in dims or []]}
 
     meta = {k: v for k, v in info.items() if k in ("author", "license", "producer", "creationDate") and v}
     meta.update(metadata(path))
