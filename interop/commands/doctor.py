@@ -9,7 +9,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("torch", "coremltools", "onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy")
+PACKAGES = ("torch", "coremltools", "onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy", "coreai-torch",
+            "coreai-core")
 COREMLTOOLS_TESTED_TORCH = {"9": (2, 7)}  # coremltools major -> newest torch it was tested with
 
 
@@ -55,6 +56,7 @@ def diagnose() -> dict[str, Any]:
         "onnxruntime": bool(versions["onnxruntime"]),
         "coreml (native)": darwin and bool(versions["coremltools"]),
         "interop-mil (Core ML reference runtime)": bool(versions["coremltools"]),
+        "coreai-runtime (coreai-core, .aimodel)": _coreai_runs(versions),
     }
     return {"platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "python": platform.python_version(), "versions": versions, "runtimes": runtimes, "problems": problems,
@@ -73,6 +75,15 @@ def patch_listing(found: dict[str, str] | None = None) -> list[dict[str, Any]]:
         out.append({**entry, "installed": installed,
                     "matches": installed is not None and _tuple(installed)[:2] == _tuple(checked)[:2]})
     return out
+
+
+def _coreai_runs(versions: dict[str, str | None]) -> bool:
+    """Whether coreai-core's bundled runtime loads here (the optional coreai target's verifier)."""
+    if not versions.get("coreai-core"):
+        return False
+    from interop.runtimes.coreai import unavailable
+
+    return unavailable(convert=False, modules=("coreai.runtime",)) is None
 
 
 def known_bad(versions: dict[str, str | None]) -> list[str]:

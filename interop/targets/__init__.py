@@ -14,7 +14,7 @@ from typing import Any
 
 from interop.errors import SpecError
 
-BUILTIN = ("interop.targets.onnx", "interop.targets.coreml")
+BUILTIN = ("interop.targets.onnx", "interop.targets.coreml", "interop.targets.coreai")
 _REGISTRY: dict[str, Any] = {}
 _loaded = False
 
@@ -68,7 +68,10 @@ def selected(names: list[str]) -> list[Any]:
     if unknown or not names:
         raise SpecError(f"unknown target(s) {', '.join(unknown) or '(none)'}",
                         hint=f"use --targets with one or more of {','.join(targets)}")
-    return [t for n, t in targets.items() if n in names]
+    chosen = [t for n, t in targets.items() if n in names]
+    for target in chosen:
+        target.ensure_available()  # a chosen target this installation cannot build is exit 2
+    return chosen
 
 
 def default_names() -> list[str]:

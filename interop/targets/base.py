@@ -63,6 +63,10 @@ class Target:
         """The precision whose tolerances judge this target's outputs."""
         return "fp32"
 
+    def ensure_available(self) -> None:
+        """Raise SpecError (exit 2, with the install hint) when this installation cannot build the
+        target (an optional dependency missing); called for every target a build asks for."""
+
     def build(self, ctx: TargetContext) -> TargetResult:
         """Build the artifact into ``ctx.work`` and check it; raise ExportError when it cannot be built."""
         raise NotImplementedError
