@@ -70,6 +70,10 @@ def build(
     coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
     allow_trace_warnings: bool = typer.Option(False, "--allow-trace-warnings",
                                               help="Build although tracing hit data-dependent control flow."),
+    compress: Optional[str] = typer.Option(None, "--compress", help="Compressed variants, e.g. int8,int4,palettize4,"
+                                           "palettize6,palettize8,fp16,int8-static"),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help=".npz of calibration samples (int8-static)"),
+    gate: List[str] = typer.Option([], "--gate", help="VARIANT:psnr=30[,cosine=..,top1=..,top5=..] ('*' all)"),
 ) -> None:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
@@ -84,7 +88,8 @@ def build(
                "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
                "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
                "pixel_scale": pixel_scale, "coreml_capture": coreml_capture,
-               "allow_trace_warnings": allow_trace_warnings or None}
+               "allow_trace_warnings": allow_trace_warnings or None,
+               "compress": [compress] if compress else None, "calibration": calibration, "gate": gate}
         cfg = merge(cli, read_config_file(config))
         report = _with_progress(lambda: run_build(cfg), quiet=json_out)
         if json_out:

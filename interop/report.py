@@ -19,6 +19,7 @@ class Report:
         self.data = data
         self.artifacts: dict[str, Path] = {}
         self.companions: dict[str, list[Path]] = {}
+        self.variant_artifacts: dict[str, Path] = {}  # "<target>:<variant>" -> compressed artifact (--compress)
 
     # --- assembly -------------------------------------------------------------------------------
     @classmethod
@@ -38,12 +39,15 @@ class Report:
             "targets": {t: {"status": "skipped"} for t in (target_names or ["onnx", "coreml"])},
             "agreement": [],
             "tolerances": DEFAULT_TOLERANCES,
+            "variants": [],
             "warnings": [],
             "settings": {"seed": config.seed, "num_samples": config.num_samples, "precision": config.precision,
                          "tolerance": list(config.tolerance), "samples": config.samples, "factory": config.factory,
                          "trust": config.trust, "output_names": names, "image": config.image, "mean": config.mean,
                          "std": config.std, "pixel_scale": config.pixel_scale, "labels": config.labels,
-                         "targets": list(config.targets), "all_or_nothing": config.all_or_nothing},
+                         "targets": list(config.targets), "all_or_nothing": config.all_or_nothing,
+                         "compress": list(getattr(config, "compress", [])), "gate": list(getattr(config, "gate", [])),
+                         "calibration": getattr(config, "calibration", None)},
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version()},
         })
 
@@ -149,6 +153,9 @@ class Report:
             lines.append(f"| {a['target']} | {a['runtime']} | {a['case']} | {a['output']} | {_f(a['max_abs'])} | "
                          f"{_f(a['rel_l2'])} | {_f(a['cosine'], 6)} | {_f(a['psnr_db'], 1)} | {_f(a['top1'])} | "
                          f"{_f(a['tolerance']['rel_l2'])} | {'yes' if a['passed'] else '**NO**'} | {a['note']} |")
+        from interop.variants.build import markdown as variants_markdown
+
+        lines += variants_markdown(d)
         lines += ["", "## Tolerances", ""]
         lines += [f"- {p}: rel_l2 ≤ {t['rel_l2']:g}, max |diff| ≤ {t['max_rel']:g} × max |reference|"
                   for p, t in d["tolerances"].items()]

@@ -46,9 +46,12 @@ class BuildConfig:
     license: str | None = None
     description: str | None = None
     version: str | None = None
+    compress: list[str] = field(default_factory=list)  # --compress: variants to build (interop.variants)
+    calibration: str | None = None  # --calibration FILE.npz for int8-static
+    gate: list[str] = field(default_factory=list)  # --gate VARIANT:psnr=30
 
 
-_LIST_KEYS = {"inputs", "dynamic", "output_names", "targets", "tolerance"}
+_LIST_KEYS = {"inputs", "dynamic", "output_names", "targets", "tolerance", "compress", "gate"}
 
 
 def read_config_file(path: str | None, model_dir: Path | None = None) -> dict[str, Any]:

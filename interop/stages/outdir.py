@@ -93,6 +93,9 @@ class OutputFolder:
                 if companion.exists():
                     _place(companion, final.parent / (final.name + ".data" if companion.name.endswith(".onnx.data")
                                                       else companion.name))
+        from interop.variants.commit import place_variants  # compressed variants (--compress)
+
+        place_variants(self, report, ship, keep_failed)
         if ship:
             for target, old in previous.items():
                 old = self.folder / old.name  # only ever inside this folder

@@ -67,6 +67,9 @@ def _check_choices(config: BuildConfig) -> None:
         raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
     for text in config.tolerance:
         parse_tolerance(text)
+    from interop.variants import check_choices as check_variants
+
+    check_variants(config)
 
 
 def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path,
@@ -87,6 +90,9 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
         release()
     report.add_noise(prep.noise)
     report.finish()
+    from interop.variants.build import build_variants  # --compress: variants of the targets that passed
+
+    build_variants(ctx, report, chosen)
     folder.commit(work, report, keep_failed=config.keep_failed, all_or_nothing=config.all_or_nothing)
     return report
 
