@@ -191,7 +191,7 @@ def _calibrate_with_reference_runtime(base: Path):
     def predict_intermediate_outputs(self, inputs, intermediate_output_names, compute_units=None):
         outputs, trace = loaded.predict(inputs, intermediate=True)
         found = {n: np.asarray(trace[n]) for n in intermediate_output_names
-                 if n in trace and isinstance(trace[n], np.ndarray) and trace[n].dtype.kind == "f"}
+                 if n in trace and isinstance(trace[n], np.ndarray) and trace[n].dtype.kind in "fiu"}
         return {**found, **outputs}
 
     return mock.patch.object(ModelDebugger, "predict_intermediate_outputs", predict_intermediate_outputs)

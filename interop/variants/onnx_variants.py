@@ -1,7 +1,8 @@
 """ONNX variants, each one call into onnxruntime's own tools (no quantizer of interop's own):
 
-* ``int8``: ``onnxruntime.quantization.quantize_dynamic`` — int8 weights (per channel) of MatMul /
-  Gemm / Conv / LSTM / Gather, activations quantized on the fly;
+* ``int8``: weight-only 8-bit ``MatMulNBits`` (``MatMulNBitsQuantizer``, block 32) for MatMul, then
+  ``quantize_dynamic`` (int8 per channel) for Conv / LSTM / Gather. Dynamic quantization of the
+  MatMuls too (activations quantized on the fly) measured 33 dB on the zoo's BERT: below the gate;
 * ``int4``: ``MatMulNBitsQuantizer`` — block-wise 4-bit ``MatMulNBits`` (block 32, symmetric);
   layers it cannot take stay as they are, and the variant says what fraction of the weights is 4-bit;
 * ``fp16``: ``onnxruntime.transformers.float16.convert_float_to_float16`` with fp32 inputs and
@@ -30,13 +31,15 @@ def _quiet():
 
     @contextlib.contextmanager
     def quiet():
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
+        loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
         try:
             yield
         finally:
-            root.setLevel(level)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
     return quiet()
 
@@ -62,12 +65,21 @@ def _fraction_quantized(base: Path, out: Path) -> float | None:
     return round(1 - kept / total, 4)
 
 
-@register_variant("onnx", "int8", "onnxruntime.quantization.quantize_dynamic (QInt8, per channel)")
+@register_variant("onnx", "int8", "onnxruntime.quantization: MatMulNBitsQuantizer (8 bits, block 32, weight-only) "
+                                  "then quantize_dynamic (QInt8, per channel) for Conv / LSTM / Gather")
 def int8(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
+    """Weight-only where ONNX Runtime has the form (8-bit ``MatMulNBits``: activations stay fp32);
+    Conv and LSTM weights through dynamic quantization (``ConvInteger``, ``DynamicQuantizeLSTM``),
+    embedding tables (Gather) as int8 + DequantizeLinear. Gemm layers stay fp32 (neither tool takes them)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     with _quiet():
-        quantize_dynamic(str(base), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(base)), bits=8, block_size=32, is_symmetric=True)
+        quantizer.process()
+        quantize_dynamic(quantizer.model.model, str(out), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["Conv", "LSTM", "Gather"])
     return {"fraction_int8": _fraction_quantized(base, out)}
 
 
