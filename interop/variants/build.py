@@ -144,6 +144,19 @@ def _rounded(m: dict[str, Any]) -> dict[str, Any]:
             "top5": _round(m["top5"])}
 
 
+def console_line(r: dict[str, Any]) -> str:
+    """One rich-markup line per variant for the build's console summary."""
+    name = f"{r['target']} {r['variant']}"
+    if r["passed"] is None:
+        return f"[dim]- {name}: {r.get('note', 'skipped')}[/]"
+    metrics = f"PSNR {r['psnr_db']} dB, cosine {r['cosine']}, {r['ratio']}x size" if r.get("psnr_db") is not None else ""
+    if r["passed"]:
+        return f"[green]✓[/] {name}: {r.get('path') or '(not kept)'}  [dim]{metrics}[/]"
+    why = r.get("error") or ""
+    where = f"; grows at {r['where']}" if r.get("where") else ""
+    return f"[red]✗ {name}: {why}{where} — not shipped[/]"
+
+
 def markdown(data: dict[str, Any]) -> list[str]:
     """The report's ``Compressed variants`` section (empty without --compress)."""
     rows = data.get("variants") or []
