@@ -61,6 +61,13 @@ def test_bad_compression_settings_are_exit_2_before_anything_is_built(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_compress_is_refused_for_an_onnx_source_rather_than_ignored(tmp_path):
+    from interop import BuildConfig, build
+
+    with pytest.raises(SpecError, match="ONNX source"):
+        build(BuildConfig(model=str(tmp_path / "model.onnx"), out=str(tmp_path), compress=["int8"]))
+
+
 # --- the shared build ----------------------------------------------------------------------
 
 

@@ -97,6 +97,9 @@ def check_choices(config: Any) -> None:
     from interop.variants.gates import gate_overrides
 
     names = parse_compress(list(getattr(config, "compress", []) or []))
+    if names and str(config.model).lower().endswith(".onnx"):
+        raise SpecError("--compress is not available for an ONNX source model yet",
+                        hint="build from the PyTorch model, or drop --compress")
     overrides = gate_overrides(list(getattr(config, "gate", []) or []))
     stray = [v for v in overrides if v != "*" and v not in names]
     if stray:
