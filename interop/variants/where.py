@@ -27,7 +27,8 @@ def _below(base: Any, got: Any, gate: Gate) -> dict[str, float] | None:
     """The metrics of ``got`` against ``base`` when they miss the gate's PSNR or cosine, else None."""
     if not isinstance(base, np.ndarray) or not isinstance(got, np.ndarray):
         return None
-    if base.dtype.kind != "f" or base.shape != got.shape or base.size < 2 or float(np.max(np.abs(base))) < TINY:
+    if base.dtype.kind != "f" or got.dtype.kind != "f" or base.shape != got.shape or base.size < 2 \
+            or float(np.max(np.abs(base))) < TINY:  # a name reused for a quantized (integer) tensor is no match
         return None
     if not np.all(np.isfinite(base)):
         return None
