@@ -169,7 +169,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
         g = r["gate"]
         gate = f"psnr≥{g['psnr']:g}, cos≥{g['cosine']:g}" + (" (user override)" if g.get("source") != "default" else "")
         passed = {True: "yes", False: "**NO**", None: "—"}[r["passed"]]
-        size = f"{r['bytes'] / 1e6:.3g} MB" if r.get("bytes") else "—"
+        size = "—" if not r.get("bytes") else (f"{r['bytes'] / 1e6:.3g} MB" if r["bytes"] >= 1e6 else
+                                               f"{r['bytes'] / 1e3:.3g} kB")
         lines.append(f"| {r['target']} | {r['variant']} | {size} | {r['ratio'] or '—'} | {r['psnr_db'] or '—'} | "
                      f"{r['cosine'] or '—'} | {r['top1'] if r['top1'] is not None else '—'} | "
                      f"{r['top5'] if r['top5'] is not None else '—'} | {gate} | {passed} | "
