@@ -110,6 +110,43 @@ def test_runtime_decompression_equals_coremltools_for_every_variant_written(cnn_
                                            "palettize8": {"constexpr_lut_to_dense"}}[name]
 
 
+def test_runtime_decompression_equals_coremltools_for_ios18_forms_and_compositions(cnn_variants, tmp_path):
+    """Grouped-channel lookup tables, a lookup table with per-channel scales (lut_to_dense ->
+    blockwise_shift_scale), sparse + palettized (lut_to_sparse) and sparse + int8
+    (sparse_blockwise_shift_scale): coremltools writes them with its public API; every op
+    decompresses in the runtime exactly as coremltools' numpy does."""
+    import coremltools.optimize.coreml as cto
+
+    from interop.variants import coreml_variants as cv
+    from interop.variants.decompression import check_package
+
+    out, _ = cnn_variants
+    base = cv._load(out / "cnn_model.mlpackage", cv.IOS18_SPEC)
+
+    def every(cfg):
+        return cto.OptimizationConfig(global_config=cfg)
+
+    pruned = cto.prune_weights(base, every(cto.OpMagnitudePrunerConfig(target_sparsity=0.5, weight_threshold=512)))
+    forms = {
+        "grouped": cto.palettize_weights(base, every(cto.OpPalettizerConfig(
+            mode="kmeans", nbits=4, granularity="per_grouped_channel", group_size=4, weight_threshold=512))),
+        "scaled": cto.palettize_weights(base, every(cto.OpPalettizerConfig(
+            mode="kmeans", nbits=4, enable_per_channel_scale=True, weight_threshold=512))),
+        "sparse_lut": cto.palettize_weights(pruned, every(cto.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=512)),
+                                            joint_compression=True),
+        "sparse_int8": cto.linear_quantize_weights(pruned, every(cto.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", weight_threshold=512)), joint_compression=True),
+    }
+    seen = set()
+    for name, model in forms.items():
+        cv._save(model, tmp_path / f"{name}.mlpackage")
+        rows = check_package(tmp_path / f"{name}.mlpackage")
+        assert rows and all(r["max_abs_diff"] == 0.0 for r in rows), (name, rows)
+        seen |= {r["op"] for r in rows}
+    assert seen >= {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale", "constexpr_lut_to_sparse",
+                    "constexpr_sparse_blockwise_shift_scale", "constexpr_sparse_to_dense"}
+
+
 def test_decompression_check_can_fail(cnn_variants, monkeypatch):
     from interop.runtimes.mil import registry
     from interop.variants.decompression import check_package
