@@ -49,10 +49,14 @@ def coreml_where(base: Path, variant: Path, feed: dict[str, np.ndarray], gate: G
     _, want = mil.load_model(base).predict(feed, intermediate=True)
     loaded = mil.load_model(variant)
     _, got = loaded.predict(feed, intermediate=True)
+    from interop.runtimes.mil.values import numpy_dtype
+
     for op in _all_ops(loaded.program.functions["main"]):
-        if op.op_type.startswith("constexpr_") or op.op_type == "const":
+        if op.op_type.startswith("constexpr_") or op.op_type in ("const", "quantize"):
             continue
         for var in op.outputs:
+            if np.dtype(numpy_dtype(var)).kind != "f":  # declared integer (a quantized activation)
+                continue
             m = _below(want.get(var.name), got.get(var.name), gate)
             if m is not None:
                 return f"MIL op {op.op_type} {var.name!r}{_weight_of(op)}: {_describe(m)}"
