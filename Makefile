@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.interop-installed
 TORCH   := torch==2.13.0
 
-.PHONY: demo test test-all samples conformance coverage clean
+.PHONY: demo test test-all samples conformance coverage compression clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,9 @@ conformance: $(STAMP)
 
 coverage: $(STAMP)
 	$(BIN)/python scripts/coverage.py
+
+compression: $(STAMP)
+	$(BIN)/python scripts/compression_table.py --write docs/compression.md
 
 clean:
 	rm -rf demo-out .pytest_cache
