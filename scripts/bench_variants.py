@@ -89,8 +89,9 @@ def main() -> int:
         with captured():
             result = bench(report, warmup=args.warmup, runs=args.runs, slow_runs=args.slow_runs,
                            compare_unsimplified=False)
+        table = rows(result)  # sizes are read from the artifacts: before a temporary build is removed
     print(f"input {result['input']} on {result['platform']}")
-    print(render(rows(result)))
+    print(render(table))
     return 0
 
 
