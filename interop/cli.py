@@ -63,6 +63,10 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
     ("sampler", Optional[str], None, "--sampler", "MODULE:FN drawing input values: FN(shapes, rng) -> {name: array}, "
                                                   "called for tracing, export and every case; imports and runs code "
                                                   "from the current folder, like a MODULE:FN model"),
+    ("compress", Optional[str], None, "--compress", "Compressed variants, e.g. int8,int4,palettize4,palettize6,"
+                                                    "palettize8,fp16,int8-static"),
+    ("calibration", Optional[str], None, "--calibration", ".npz of calibration samples (int8-static)"),
+    ("gate", List[str], [], "--gate", "VARIANT:psnr=30[,cosine=..,top1=..,top5=..] ('*' all)"),
 ]
 
 
@@ -88,8 +92,9 @@ def _settings_command(model_help: str) -> Callable[[Callable[[Any, bool], int]],
                 from interop.settings import BuildConfig
 
                 given = {k: v for k, v in values.items() if not _left_out(v)}
-                if "targets" in given:
-                    given["targets"] = [t.strip() for t in given["targets"].split(",") if t.strip()]
+                for key in ("targets", "compress"):  # comma-separated lists
+                    if key in given:
+                        given[key] = [t.strip() for t in given[key].split(",") if t.strip()]
                 return fn(BuildConfig(**given), json_out)
 
             raise typer.Exit(_guard(run, json_out))

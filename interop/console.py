@@ -43,6 +43,10 @@ def render_build(report: Any, verb: str = "build") -> None:
                       "[green]yes[/]" if a["passed"] else "[red]NO[/]")
     if report.summary_rows():
         console.print(table)
+    for v in d.get("variants") or []:  # --compress
+        from interop.variants.build import console_line
+
+        console.print(console_line(v))
     for w in d["warnings"]:
         if w.startswith(REPORT_ONLY):  # in the report and `interop doctor`, not on every build
             continue

@@ -19,6 +19,7 @@ class Report:
         self.data = data
         self.artifacts: dict[str, Path] = {}
         self.companions: dict[str, list[Path]] = {}
+        self.variant_artifacts: dict[str, Path] = {}  # "<target>:<variant>" -> compressed artifact (--compress)
 
     # --- assembly -------------------------------------------------------------------------------
     @classmethod
@@ -43,6 +44,7 @@ class Report:
             "targets": {t: {"status": "skipped"} for t in (target_names or targets.default_names())},
             "agreement": [],
             "tolerances": DEFAULT_TOLERANCES,
+            "variants": [],
             "warnings": tolerance_warnings(config) + [
                 f"the model fails at {c.sizes[0][0]} = {', '.join(map(str, c.tried))}; tested at "
                 f"{c.sizes[0][0]} = {c.sizes[0][1]} instead" for c in all_cases if getattr(c, "tried", ())],
@@ -154,6 +156,9 @@ class Report:
             lines.append(f"| {a['target']} | {a['runtime']} | {a['case']} | {a['output']} | {_f(a['max_abs'])} | "
                          f"{_f(a['rel_l2'])} | {_f(a['cosine'], 6)} | {_f(a['psnr_db'], 1)} | {_f(a['top1'])} | "
                          f"{_f(a['tolerance']['rel_l2'])} | {'yes' if a['passed'] else '**NO**'} | {a['note']} |")
+        from interop.variants.build import markdown as variants_markdown
+
+        lines += variants_markdown(d)
         lines += ["", "## Tolerances", ""]
         lines += [f"- {p}: rel_l2 ≤ {t['rel_l2']:g}, max |diff| ≤ {t['max_rel']:g} × max |reference|"
                   for p, t in d["tolerances"].items()]

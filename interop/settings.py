@@ -62,6 +62,9 @@ class BuildConfig:
     version: str | None = None
     config: str | None = None  # the --config file; read by resolve()
     sampler: str | None = None  # MODULE:FN drawing input values (user code, like a MODULE:FN source)
+    compress: list[str] = field(default_factory=list)  # --compress: variants to build (interop.variants)
+    calibration: str | None = None  # --calibration FILE.npz for int8-static
+    gate: list[str] = field(default_factory=list)  # --gate VARIANT:psnr=30
     # where each setting came from (flag | config | model-folder | default); set by resolve()
     provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -101,7 +104,7 @@ NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument onl
 NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed",
                          "factory", "sampler")  # the last two import and run code
 NOT_FROM_REPORTS = ("trust", "out", "keep_failed", "config")  # verify/bench: trust is their own flag
-PATH_SETTINGS = ("samples", "labels", "out")  # relative to the file that sets them
+PATH_SETTINGS = ("samples", "labels", "out", "calibration")  # relative to the file that sets them
 
 
 def _setting_names() -> tuple[str, ...]:
@@ -180,7 +183,7 @@ def checked(key: str, value: Any, where: str) -> Any:
         return None
     if typing.get_origin(base) is list:
         if isinstance(value, str):
-            value = [s.strip() for s in value.split(",") if s.strip()] if key == "targets" else [value]
+            value = [s.strip() for s in value.split(",") if s.strip()] if key in ("targets", "compress") else [value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
         want = "a list of strings"
@@ -278,6 +281,9 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
         raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
     for text in config.tolerance:
         parse_tolerance(text)
+    from interop.variants import check_choices as check_variants
+
+    check_variants(config)  # --compress, --gate, --calibration
 
 
 def source_of(config: BuildConfig, name: str) -> str:

@@ -388,6 +388,9 @@ def bench(artifact: str, warmup: int = 10, runs: int = 100, slow_runs: int = 5, 
         result[name] = out
     if prep is not None:
         result["pytorch"] = bench_torch(prep, spec, sample, warmup, runs)
+    from interop.variants.recheck import bench_variants  # compressed variants (--compress)
+
+    result["variants"] = bench_variants(subject, spec, sample, warmup, runs, slow_runs, threads)
     if not subject.artifacts:
         raise LoadError(f"no artifacts found for {artifact}", hint="the report lists none that exist; rebuild")
     return result
@@ -424,13 +427,19 @@ def render(result: dict[str, Any]) -> None:
         row("interop-mil", "built, per sample", coreml["interop-mil"],
             "" if "skipped" in coreml["interop-mil"] else "Core ML reference runtime: a checker, not a deployment speed")
     for name, value in result.items():  # other targets: one row per runtime they timed
-        if name in ("onnx", "coreml", "pytorch") or not isinstance(value, dict):
+        if name in ("onnx", "coreml", "pytorch", "variants") or not isinstance(value, dict):
             continue
         for runtime, lat in value.items():
             if isinstance(lat, dict) and ("p50_ms" in lat or "skipped" in lat):
                 row(runtime, f"{name}, built", lat)
         if "skipped" in value:
             row(name, "built", value)
+    for key, value in (result.get("variants") or {}).items():
+        if "built" in value:
+            row("onnxruntime", f"{key}, {value['ratio']}x size", value["built"])
+        for runtime in ("coreml", "interop-mil"):
+            if runtime in value:
+                row(runtime, f"{key}, {value['ratio']}x size", value[runtime])
     if "pytorch" in result:
         row("pytorch", "source model", result["pytorch"])
     console = Console()

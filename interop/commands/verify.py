@@ -111,6 +111,9 @@ def verify_report(path: str, trust: bool = False) -> Report:
             else:
                 report.add_agreement(diffs(name, runtime, ref, got, names, target.precision(config), config.tolerance))
     report.finish()
+    from interop.variants.recheck import verify_variants  # the compressed variants the build shipped
+
+    verify_variants(report, old, prep, spec)
     return report
 
 

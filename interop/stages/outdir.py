@@ -121,6 +121,11 @@ class OutputFolder:
         staged.mkdir()
         names = self._stage_artifacts(report, ship, staged, keep_failed)
         removals: list[str] = []
+        from interop.variants.commit import stage_variants  # compressed variants (--compress)
+
+        more, gone = stage_variants(self, report, ship, staged, keep_failed)
+        names += more
+        removals += gone
         if ship:
             for target, old in self._previous_artifacts().items():
                 if target not in ship and old.startswith(self.stem + ".") and ".FAILED." not in old:

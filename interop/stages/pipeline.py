@@ -50,7 +50,7 @@ def _absolute_inputs(config: BuildConfig) -> None:
     folder; FIFOs and devices are refused before anything reads them."""
     from interop.trust import regular_file
 
-    for key, what in (("samples", "samples file"), ("labels", "labels file")):
+    for key, what in (("samples", "samples file"), ("labels", "labels file"), ("calibration", "calibration file")):
         value = getattr(config, key)
         if value:
             if os.path.lexists(value):
@@ -79,6 +79,9 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
         report.data["conversion"] = prep.conversion
     report.add_noise(prep.noise)
     report.finish()
+    from interop.variants.build import build_variants  # --compress: variants of the targets that passed
+
+    build_variants(ctx, report, chosen)
     folder.commit(work, report, keep_failed=config.keep_failed, all_or_nothing=config.all_or_nothing)
     return report
 
