@@ -263,6 +263,21 @@ def check_program(kinds: Iterable[str], what: Path | str, trust: bool) -> None:
                         "interop runs only tensor computation from an untrusted model", hint=TRUST_HINT)
 
 
+NATIVE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")  # compiled code torch.export.load would load
+
+
+def check_pt2_archive(path: Path, trust: bool) -> None:
+    """A ``.pt2`` may carry compiled native code (AOTInductor shared libraries, which
+    ``torch.export.load`` dlopens): refused without trust."""
+    if trust:
+        return
+    with zipfile.ZipFile(path) as zf:
+        native = [n for n in zf.namelist() if n.partition("/")[2].startswith(NATIVE_DIRS) or n.endswith((".so", ".dylib", ".dll"))]
+    if native:
+        raise Untrusted(f"{shown(path)} holds compiled native code ({shown(native[0])}); loading it runs that code",
+                        hint=TRUST_HINT)
+
+
 _CODE_CALL = re.compile(r"\b(?:torch\.(from_file|save)\b|print\s*\(|ops\.([A-Za-z_][A-Za-z0-9_]*)\.)")
 
 

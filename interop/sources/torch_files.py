@@ -141,6 +141,7 @@ def _load_exported(path: Path, trust: bool) -> Source:
 
     from interop import trust as boundary
 
+    boundary.check_pt2_archive(path, trust)
     guard = contextlib.nullcontext() if trust else boundary.no_code_unpickling(boundary.shown(path))
     try:
         with guard:

@@ -47,6 +47,11 @@ def test_pickle_inside_pt2_never_runs(where, tmp_path):
     assert marker.exists()
 
 
+def test_pt2_with_native_code_is_refused(tmp_path):
+    model = crafted.native_pt2(tmp_path / "native.pt2")
+    _one_line_exit_2(_build(model, tmp_path / "o"), "compiled native code")
+
+
 def test_clean_pt2_builds_and_checks(tmp_path):
     """The .pt2 route itself works (it failed with 'Calling train() is not supported yet')."""
     model = crafted.good_pt2(tmp_path / "net.pt2")
