@@ -256,7 +256,7 @@ def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path) -> t
                          allow_trace_warnings=True)
     noise = Noise()
     with captured(noise):
-        source = load_source(config.model, factory=config.factory, trust=config.trust)
+        source = load_source(config.model, factory=config.factory, trust=config.trust, named_by_user=False)
         spec = InputSpec.from_json({"inputs": report["inputs"], "outputs": settings["output_names"]})
         spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
         prep = prepare(config, source, spec)

@@ -91,7 +91,7 @@ def verify_report(path: str) -> Report:
                          samples=settings.get("samples"), factory=settings.get("factory"), trust=settings.get("trust", False),
                          image=settings.get("image"), mean=settings.get("mean"), std=settings.get("std"),
                          pixel_scale=settings.get("pixel_scale"), labels=settings.get("labels"))
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    source = load_source(config.model, factory=config.factory, trust=config.trust, named_by_user=False)
     spec = InputSpec.from_json({"inputs": old["inputs"], "outputs": settings["output_names"]})
     spec.output_names = [n for n in settings["output_names"] if n != "classLabelProbs"] or spec.output_names
     check_request(spec, config.num_samples)  # a report's shapes are data too
