@@ -85,12 +85,12 @@ def inside(root: Path, relative: str, what: str) -> Path:
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
         raise LoadError(f"{what} in {shown(root)} points outside it ({shown(relative)})",
-                        hint="interop reads a package only inside its own folder; rebuild it")
+                        hint="interop reads an artifact only inside its own folder; rebuild it")
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(root / candidate))
     if real != real_root and real_root not in real.parents:
         raise LoadError(f"{what} in {shown(root)} is a link leaving it ({shown(relative)})",
-                        hint="interop reads a package only inside its own folder; rebuild it")
+                        hint="interop reads an artifact only inside its own folder; rebuild it")
     return root / candidate
 
 
