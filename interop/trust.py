@@ -85,12 +85,12 @@ def inside(root: Path, relative: str, what: str) -> Path:
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
         raise LoadError(f"{what} in {shown(root)} points outside it ({shown(relative)})",
-                        hint="interop reads a package only inside its own folder; rebuild it")
+                        hint="interop reads an artifact only inside its own folder; rebuild it")
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(root / candidate))
     if real != real_root and real_root not in real.parents:
         raise LoadError(f"{what} in {shown(root)} is a link leaving it ({shown(relative)})",
-                        hint="interop reads a package only inside its own folder; rebuild it")
+                        hint="interop reads an artifact only inside its own folder; rebuild it")
     return root / candidate
 
 
@@ -261,6 +261,21 @@ def check_program(kinds: Iterable[str], what: Path | str, trust: bool) -> None:
     if bad and not trust:
         raise Untrusted(f"{shown(what)} runs op(s) with effects outside tensor computation ({', '.join(bad[:8])}); "
                         "interop runs only tensor computation from an untrusted model", hint=TRUST_HINT)
+
+
+NATIVE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")  # compiled code torch.export.load would load
+
+
+def check_pt2_archive(path: Path, trust: bool) -> None:
+    """A ``.pt2`` may carry compiled native code (AOTInductor shared libraries, which
+    ``torch.export.load`` dlopens): refused without trust."""
+    if trust:
+        return
+    with zipfile.ZipFile(path) as zf:
+        native = [n for n in zf.namelist() if n.partition("/")[2].startswith(NATIVE_DIRS) or n.endswith((".so", ".dylib", ".dll"))]
+    if native:
+        raise Untrusted(f"{shown(path)} holds compiled native code ({shown(native[0])}); loading it runs that code",
+                        hint=TRUST_HINT)
 
 
 _CODE_CALL = re.compile(r"\b(?:torch\.(from_file|save)\b|print\s*\(|ops\.([A-Za-z_][A-Za-z0-9_]*)\.)")

@@ -51,12 +51,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_source(model: str, factory: str | None = None, trust: bool = False) -> Source:
+def load_source(model: str, factory: str | None = None, trust: bool = False, named_by_user: bool = True) -> Source:
     """Load ``model`` (a path or ``module:fn``) into a :class:`Source`. Whatever could run code
-    from the file goes through :mod:`interop.trust` first."""
+    from the file goes through :mod:`interop.trust` first. ``named_by_user``: ``model`` and
+    ``factory`` come from the user's command line (a ``MODULE:FN`` there is code the user chose to
+    run); False when they come from a file (a report), where importing them needs ``trust``."""
     from interop import trust as boundary
 
     path = Path(model)
+    entry_point = factory or (model if not os.path.lexists(path) and _looks_like_factory(model) else None)
+    if entry_point and not (named_by_user or trust):
+        raise boundary.Untrusted(f"the entry point {boundary.shown(entry_point)} comes from a file, not from your "
+                                 "command line; importing it runs code", hint=boundary.TRUST_HINT)
     if not os.path.lexists(path):
         if _looks_like_factory(model) and factory is None:
             return _from_factory(model)  # code the user named on the command line
@@ -141,6 +147,7 @@ def _load_exported(path: Path, trust: bool) -> Source:
 
     from interop import trust as boundary
 
+    boundary.check_pt2_archive(path, trust)
     guard = contextlib.nullcontext() if trust else boundary.no_code_unpickling(boundary.shown(path))
     try:
         with guard:

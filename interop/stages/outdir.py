@@ -289,9 +289,15 @@ def _same_file(fd: int, path: Path) -> bool:
 def _temp_inside(work: Path) -> Iterator[None]:
     """Point tempfile (and $TMPDIR for child processes) at the work folder meanwhile, so what
     libraries leave in temp (coremltools' temporary .mlpackage, whose cleanup the CLI's fast exit
-    skips) goes with the work folder."""
+    skips) goes with the work folder. Main thread only: the setting is process-wide, and builds
+    running in threads would swap it under each other."""
+    import threading
+
     tmp = work / "tmp"
     tmp.mkdir()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)
     try:

@@ -85,6 +85,12 @@ def evil_pt2(kind: str, path: Path, marker: Path) -> Path:
                         {"data/constants/opaque_obj_0": pickle.dumps(Evil(marker))})
 
 
+def native_pt2(path: Path) -> Path:
+    """A ``.pt2`` carrying an AOTInductor shared library (torch.export.load dlopens those)."""
+    good = good_pt2(path.with_name(path.stem + ".good.pt2"))
+    return _rewrite_zip(good, path, {}, {"data/aotinductor/model/model.so": b"\x7fELF not really"})
+
+
 def scripted(kind: str, path: Path, victim: Path) -> Path:
     """A TorchScript module whose forward (or, for ``setstate``, whose loading) writes ``victim``
     through ``torch.from_file(..., shared=True)``, or prints (``print``)."""

@@ -47,6 +47,11 @@ def test_pickle_inside_pt2_never_runs(where, tmp_path):
     assert marker.exists()
 
 
+def test_pt2_with_native_code_is_refused(tmp_path):
+    model = crafted.native_pt2(tmp_path / "native.pt2")
+    _one_line_exit_2(_build(model, tmp_path / "o"), "compiled native code")
+
+
 def test_clean_pt2_builds_and_checks(tmp_path):
     """The .pt2 route itself works (it failed with 'Calling train() is not supported yet')."""
     model = crafted.good_pt2(tmp_path / "net.pt2")
@@ -84,3 +89,24 @@ def test_op_policy():
     assert trust.refused_ops(["aten::add", "prim::Constant", "aten::conv2d.padding", "quantized::linear"]) == []
     assert trust.refused_ops(["aten::from_file", "mylib::op", "c10d::broadcast", "prim::Print", "aten::save"]) == [
         "aten::from_file", "aten::save", "c10d::broadcast", "mylib::op", "prim::Print"]
+
+
+def test_a_report_cannot_make_verify_import_a_module(built_lstm, tmp_path, monkeypatch):
+    """A report is data: an entry point (``model.source`` MODULE:FN, or ``settings.factory``)
+    written in it is not imported without --trust, even from the current folder."""
+    import json
+
+    out, _ = built_lstm
+    marker = tmp_path / "marker"
+    (tmp_path / "evil_entry.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build():\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    report = json.loads((out / "lstm_sum.report.json").read_text())
+    for key in ("source", "factory"):
+        data = json.loads(json.dumps(report))
+        if key == "source":
+            data["model"]["source"] = "evil_entry:build"
+        else:
+            data["settings"]["factory"] = "evil_entry:build"
+        (tmp_path / "r.report.json").write_text(json.dumps(data))
+        _one_line_exit_2(runner.invoke(app, ["verify", str(tmp_path / "r.report.json")]), "entry point")
+        assert not marker.exists()
