@@ -336,8 +336,14 @@ def from_report(report: dict[str, Any], trust: bool, command: str) -> BuildConfi
     config.provenance = {**{k: str(v) for k, v in recorded_sources.items()}, "trust": "flag"}
     if not trust and needs_trust(report, config):
         fmt = report["model"].get("format")
-        raise SpecError(f"the source model {source} ({fmt}) runs code when loaded, and a report never grants trust",
-                        hint=f"pass --trust to {command} if you trust that model")
+        if ":" in source and not Path(source).exists():
+            what = f"the source model {source} is a Python entry point (MODULE:FN) that imports and runs code"
+        elif config.factory or config.sampler:
+            what = (f"the report names the entry point {config.factory or config.sampler} (a factory or sampler) "
+                    "that imports and runs code")
+        else:
+            what = f"the source model {source} ({fmt}) runs code when loaded"
+        raise SpecError(f"{what}, and a report never grants trust", hint=f"pass --trust to {command} if you trust it")
     validate(config, check_targets=False)
     return config
 

@@ -128,7 +128,7 @@ def entry(table: dict[str, Any], base: Path, where: str, root: Path | None = Non
     if not isinstance(table.get("model"), str) or not table["model"]:
         raise SpecError(f"{where}: no model = \"...\"", hint="name the model file (relative to the manifest) or MODULE:FN")
     settings = {k: v for k, v in table.items() if k not in FLEET_KEYS}
-    _normalise_lists(settings)
+    _normalise_lists(settings, where)
     for key in PATH_KEYS:
         if isinstance(settings.get(key), str):
             settings[key] = _resolve(settings[key], base, root or base, where, key)
@@ -140,12 +140,14 @@ def entry(table: dict[str, Any], base: Path, where: str, root: Path | None = Non
                       base.resolve())
 
 
-def _normalise_lists(settings: dict[str, Any]) -> None:
-    from interop.settings import _LIST_KEYS
+def _normalise_lists(settings: dict[str, Any], where: str) -> None:
+    """Each value as its BuildConfig field takes it (type-checked, exit 2 one line; a list given as
+    one string is split on commas for targets and compress): settings.checked, as for interop.toml."""
+    from interop.settings import checked
 
-    for key in _LIST_KEYS & set(settings):
-        if isinstance(settings[key], str):
-            settings[key] = [s.strip() for s in settings[key].split(",")] if key == "targets" else [settings[key]]
+    for key in list(settings):
+        if key != "model":
+            settings[key] = checked(key, settings[key], where)
 
 
 def default_name(model: str) -> str:
