@@ -279,3 +279,17 @@ def test_check_does_not_block_bert_on_dunder_and():
     data = check_json("tests.zoo:bert_model")
     assert data["would_fail"] is False, data["ops"]
     assert all(u.get("onnx") == "ok" for u in data["ops"] if u["op"] == "aten::__and__")
+
+
+def test_scripted_module_coremltools_cannot_read_suggests_tracing(tmp_path):
+    import torch
+
+    path = tmp_path / "scripted.pt"
+    from tests.patterns import ScriptedLoop
+
+    torch.jit.save(torch.jit.script(ScriptedLoop().eval()), str(path))
+    result, report = build_json(tmp_path, str(path), "--input", "x:3x4", "--targets", "coreml")
+    assert result.exit_code == 1
+    error = report["targets"]["coreml"]["error"]
+    assert "scripted model" in error and "torch.jit.trace(model, example)" in error
+    assert "--precision fp32" not in error
