@@ -32,10 +32,14 @@ def build(config: BuildConfig) -> Report:
         return build_from_onnx(config)
     folder = OutputFolder.for_model(config.model, config.out)
     stage("loading the model")
-    source = load_source(config.model, factory=config.factory, trust=config.trust)
+    from interop.support.quiet import Noise, captured
+
+    with captured(Noise()) as load_noise:  # torch's warnings while building / unpickling the model
+        source = load_source(config.model, factory=config.factory, trust=config.trust)
     spec = resolve_spec(config, source)
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
+    prep.noise.other[:0] = load_noise.other
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
 
