@@ -268,6 +268,23 @@ def padded_encoder() -> nn.Module:
     return PaddedEncoder().eval()
 
 
+class ScriptedLoop(nn.Module):
+    """For torch.jit.script: a loop appending inside a branch, which coremltools cannot read."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        for i in range(int(x.shape[0])):
+            if bool(x[i].sum() > 0):
+                parts.append(self.fc(x[i]))
+            else:
+                parts.append(x[i])
+        return torch.stack(parts)
+
+
 # name -> (MODULE:FN, --input, --dynamic, other settings): what scripts/check_vs_build.py builds
 PATTERNS: dict[str, tuple[str, list[str], list[str], dict[str, Any]]] = {
     "stride_unet": ("tests.patterns:stride_unet", ["image:1x3x32x32"], ["image:2=height:16..128/8", "image:3=width:16..128/8"], {}),

@@ -283,3 +283,32 @@ def test_check_does_not_block_bert_on_dunder_and():
     data = check_json("tests.zoo:bert_model")
     assert data["would_fail"] is False, data["ops"]
     assert all(u.get("onnx") == "ok" for u in data["ops"] if u["op"] == "aten::__and__")
+
+
+def test_scripted_module_coremltools_cannot_read_suggests_tracing(tmp_path):
+    import torch
+
+    path = tmp_path / "scripted.pt"
+    from tests.patterns import ScriptedLoop
+
+    torch.jit.save(torch.jit.script(ScriptedLoop().eval()), str(path))
+    result, report = build_json(tmp_path, str(path), "--input", "x:3x4", "--targets", "coreml")
+    assert result.exit_code == 1
+    error = report["targets"]["coreml"]["error"]
+    assert "scripted model" in error and "torch.jit.trace(model, example)" in error
+    assert "--precision fp32" not in error
+
+
+def test_quantized_model_fails_on_both_targets_with_reasons_and_no_warning_leaks(tmp_path):
+    import subprocess
+    import sys
+
+    # a fresh process: pytest would swallow the warning torch prints while the factory quantizes
+    proc = subprocess.run([sys.executable, "-m", "interop.cli", "build", "tests.patterns:quantized_mlp", "--input",
+                           "x:2x16", "--out", str(tmp_path), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert "quantized::linear_dynamic" in report["targets"]["onnx"]["error"]
+    assert "quantized::linear_dynamic" in report["targets"]["coreml"]["error"]
+    assert "Warning" not in proc.stderr, proc.stderr  # torch's deprecation goes to the report
+    assert not list(tmp_path.glob("*.onnx")) and (tmp_path / "quantized_mlp.failed.report.json").exists()

@@ -36,11 +36,15 @@ def build(config: BuildConfig) -> Report:
     folder.stem = kind.artifact_stem(folder.stem)  # an .onnx source never overwrites itself
     _absolute_inputs(config)
     stage("loading the model")
-    source = kind.load(config.model, config.factory, config.trust)
+    from interop.support.quiet import Noise, captured
+
+    with captured(Noise()) as load_noise:  # torch's warnings while building / unpickling the model
+        source = kind.load(config.model, config.factory, config.trust)
     spec = kind.resolve_spec(config, source)
     check_request(spec, config.num_samples)  # absurd sizes refused before any work
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
+    prep.noise.other[:0] = load_noise.other
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
 

@@ -101,6 +101,10 @@ def onnx_support(kind: str, opset: int) -> str:
         for key in ("CompositeImplicitAutograd",)) if packet is not None and hasattr(packet, "default") else False
     if composite:
         return "TorchScript exporter: missing; dynamo decomposes it (interop falls back to dynamo)"
+    if _dynamo_has(name):
+        return "TorchScript exporter: missing; the dynamo exporter has it (interop falls back to dynamo)"
+    if name.startswith("_"):  # e.g. _transformer_encoder_layer_fwd: eager's fused fast path, not what export sees
+        return "TorchScript exporter: missing (a fused fast-path op); torch.export records unfused ops (dynamo)"
     return "missing in both exporters"
 
 
