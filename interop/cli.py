@@ -70,6 +70,9 @@ def build(
     coreml_capture: Optional[str] = typer.Option(None, "--coreml-capture", help="auto, trace or export"),
     allow_trace_warnings: bool = typer.Option(False, "--allow-trace-warnings",
                                               help="Build although tracing hit data-dependent control flow."),
+    task: Optional[str] = typer.Option(None, "--task", help="auto (default), text-generation or default"),
+    max_context: Optional[int] = typer.Option(None, "--max-context", help="text-generation: Core ML cache positions (512)"),
+    decode_steps: Optional[int] = typer.Option(None, "--decode-steps", help="text-generation: greedy steps checked (16)"),
 ) -> None:
     """Export MODEL to ONNX and Core ML and check both against PyTorch."""
 
@@ -84,7 +87,8 @@ def build(
                "coreml_shapes": coreml_shapes, "tolerance": tolerance, "keep_failed": keep_failed or None,
                "num_samples": num_samples, "labels": labels, "image": image, "mean": mean, "std": std,
                "pixel_scale": pixel_scale, "coreml_capture": coreml_capture,
-               "allow_trace_warnings": allow_trace_warnings or None}
+               "allow_trace_warnings": allow_trace_warnings or None,
+               "task": task, "max_context": max_context, "decode_steps": decode_steps}
         cfg = merge(cli, read_config_file(config))
         report = _with_progress(lambda: run_build(cfg), quiet=json_out)
         if json_out:

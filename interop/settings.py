@@ -46,6 +46,9 @@ class BuildConfig:
     license: str | None = None
     description: str | None = None
     version: str | None = None
+    task: str = "auto"  # auto (text-generation for a causal LM) | text-generation | default
+    max_context: int = 512
+    decode_steps: int = 16
 
 
 _LIST_KEYS = {"inputs", "dynamic", "output_names", "targets", "tolerance"}

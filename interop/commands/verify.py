@@ -34,6 +34,10 @@ def verify_report(path: str) -> Report:
 
     old = _read(path)
     settings = old["settings"]
+    if settings.get("task") == "text-generation":
+        from interop.generation.build import verify_generation
+
+        return verify_generation(old)
     config = BuildConfig(model=old["model"]["source"], seed=settings["seed"], num_samples=settings["num_samples"],
                          precision=settings["precision"], tolerance=settings["tolerance"],
                          samples=settings.get("samples"), factory=settings.get("factory"), trust=settings.get("trust", False),

@@ -33,11 +33,24 @@ def build(config: BuildConfig) -> Report:
     folder = OutputFolder.for_model(config.model, config.out)
     stage("loading the model")
     source = load_source(config.model, factory=config.factory, trust=config.trust)
+    if _generation_task(config, source):
+        from interop.generation.build import build_generation
+
+        return build_generation(config, source)
     spec = resolve_spec(config, source)
     stage("running PyTorch on the sample inputs and tracing")
     prep = prepare(config, source, spec)
     with folder.session() as work:
         return _build_in(config, source, spec, folder, work, prep)
+
+
+def _generation_task(config: BuildConfig, source: Source) -> bool:
+    """--task text-generation, or auto-detected for a causal LM when --task is left at auto."""
+    from interop.generation.build import TASK, is_causal_lm
+
+    if config.task not in ("auto", TASK, "default"):
+        raise SpecError(f"unknown --task {config.task!r}", hint=f"use auto, {TASK} or default")
+    return config.task == TASK or (config.task == "auto" and is_causal_lm(source.module))
 
 
 def _with_file_defaults(config: BuildConfig, settings: dict[str, Any]) -> BuildConfig:
