@@ -65,13 +65,11 @@ def test_verify_replays_the_generation_check_and_catches_a_swapped_artifact(tmp_
 def test_state_written_one_position_off_is_caught(tmp_path):
     from interop.generation.check import choose_prompt
     from interop.generation.export import convert_coreml
-    from interop.generation.runs import torch_reference
     from interop.generation.verify import verify_coreml
     from tests.generation_models import VOCAB, tiny_llama
 
     model = tiny_llama()
-    prompt, _ = choose_prompt(model, VOCAB, 4, seed=0)
-    ref = torch_reference(model, prompt, np.ones_like(prompt), 4)
+    prompt, _, ref = choose_prompt(model, VOCAB, 4, seed=0)
     path = tmp_path / "broken.mlpackage"  # (the same conversion without the offset passes: tests above)
     convert_coreml(model, path, 16, "fp16", write_offset=1)
     broken = verify_coreml(path, prompt, ref, "fp16")[0]

@@ -67,16 +67,13 @@ def run_generation(config: Any, model: Any, work: Path, stem: str, report: Repor
     from interop.support.progress import stage
     from interop.support.quiet import captured
 
-    from .runs import torch_reference
-
     stage("choosing a prompt and generating in PyTorch")
     geo = cache_geometry(model)
-    prompt, info = choose_prompt(model, geo["vocab"], config.decode_steps, config.seed)
+    prompt, info, ref = choose_prompt(model, geo["vocab"], config.decode_steps, config.seed)
     report.data["generation_prompt"] = {"tokens": prompt[0].tolist(), **info}
     if info["near_uniform"] or info["min_relative_margin"] < 1e-3:
         report.data["warnings"].append("the reference's logits are near-uniform or its greedy choices near-ties "
                                        f"(smallest top-2 margin {info['min_margin']:.3g}): token agreement proves little")
-    ref = torch_reference(model, prompt, np.ones_like(prompt), config.decode_steps)
     for name in config.targets:
         stage(f"building the {name} {TASK} form")
         started = time.perf_counter()
@@ -99,8 +96,8 @@ def _export(name: str, config: Any, model: Any, work: Path, stem: str) -> tuple[
 
     if name == "onnx":
         path = work / f"{stem}.onnx"
-        entry = export_onnx(model, path, config.opset)
-        return path, entry, [write_genai_config(work, model, f"{stem}.onnx", config.max_context)]
+        entry, beside = export_onnx(model, path, config.opset)
+        return path, entry, beside + [write_genai_config(work, model, f"{stem}.onnx", config.max_context)]
     path = work / f"{stem}.mlpackage"
     return path, convert_coreml(model, path, config.max_context, config.precision), []
 

@@ -29,13 +29,14 @@ def margins(logits: list[np.ndarray]) -> np.ndarray:
     return np.stack(out)
 
 
-def choose_prompt(model: Any, vocab: int, steps: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def choose_prompt(model: Any, vocab: int, steps: int, seed: int) -> tuple[np.ndarray, dict[str, Any], tuple]:
     """Of a few seeded random prompts, the one whose greedy generation has the widest smallest
-    top-2 margin relative to the logits' scale (random weights often give near-ties)."""
+    top-2 margin relative to the logits' scale (random weights often give near-ties); with its
+    PyTorch generation (tokens, logits)."""
     from .runs import torch_reference
 
     rng = np.random.default_rng(seed)
-    best, best_score, info = None, -1.0, {}
+    best, best_score, info, ref = None, -1.0, {}, None
     for candidate in range(PROMPT_CANDIDATES):
         prompt = rng.integers(0, vocab, size=(1, PROMPT_LENGTH), dtype=np.int64)
         tokens, logits = torch_reference(model, prompt, np.ones_like(prompt), steps)
@@ -43,11 +44,11 @@ def choose_prompt(model: Any, vocab: int, steps: int, seed: int) -> tuple[np.nda
         spread = min(float(np.ptp(s)) for s in logits)
         score = float(margins(logits).min()) / peak if peak > 0 else 0.0
         if score > best_score:
-            best, best_score = prompt, score
+            best, best_score, ref = prompt, score, (tokens, logits)
             info = {"seed": seed, "candidate": candidate, "min_margin": float(margins(logits).min()),
                     "min_relative_margin": score, "logit_peak": peak, "min_spread": spread,
                     "near_uniform": spread < NEAR_UNIFORM}
-    return best, info
+    return best, info, ref
 
 
 def compare_generation(target: str, runtime: str, case: str, ref_tokens: np.ndarray, ref_logits: list,

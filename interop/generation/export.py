@@ -17,8 +17,12 @@ TRACE_PAST, TRACE_QUERY = 3, 2
 attention code of transformers takes another branch for a single-token query)."""
 
 
-def export_onnx(model: Any, path: Path, opset: int | None = None) -> dict[str, Any]:
-    """Write the past/present ONNX model to ``path``; returns its report entry."""
+def export_onnx(model: Any, path: Path, opset: int | None = None) -> tuple[dict[str, Any], list[Path]]:
+    """Write the past/present ONNX model to ``path`` (over 2 GB: its weights in ``<path>.data``);
+    returns its report entry and the files beside it. The exporter never serializes the weights
+    (``onnx_weights.weights_apart``): they are streamed into the artifact one tensor at a time."""
+    import shutil
+
     import torch
 
     geo = cache_geometry(model)
@@ -36,15 +40,50 @@ def export_onnx(model: Any, path: Path, opset: int | None = None) -> dict[str, A
     dyn.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in ins[3:]})
     dyn.update({n: {0: "batch_size", 2: "total_sequence_length"} for n in outs[1:]})
     opset = opset or ONNX_OPSET
+    raw = path.parent / "raw-onnx" / path.name
+    raw.parent.mkdir()
     try:
-        with torch.no_grad():
-            torch.onnx.export(wrapper, args, str(path), input_names=ins, output_names=outs, dynamic_axes=dyn,
-                              opset_version=opset, dynamo=False)
+        _export_raw(wrapper, args, raw, ins, outs, dyn, opset)
+        external = _write_artifact(raw, path)
     except Exception as exc:
         raise ExportError(f"the past/present ONNX export failed: {first_line(exc)}",
                           hint="run with --debug for the traceback") from exc
-    return {"exporter": "torchscript", "opset": opset, "cache": "past/present", "layers": geo["layers"],
-            "inputs": ins[:3] + ["past_key_values.{i}.key|value"], "outputs": ["logits", "present.{i}.key|value"]}
+    finally:
+        shutil.rmtree(raw.parent, ignore_errors=True)
+    entry = {"exporter": "torchscript", "opset": opset, "cache": "past/present", "layers": geo["layers"],
+             "external_data": external, "inputs": ins[:3] + ["past_key_values.{i}.key|value"],
+             "outputs": ["logits", "present.{i}.key|value"]}
+    return entry, [path.with_name(path.name + ".data")] if external else []
+
+
+def _export_raw(wrapper: Any, args: tuple, raw: Path, ins: list[str], outs: list[str], dyn: dict, opset: int) -> None:
+    """The TorchScript export to ``raw``, its weights in ``<raw>.data``."""
+    import onnx
+    import torch
+
+    from interop.support.memory import release
+    from interop.targets import onnx_weights
+
+    with torch.no_grad(), onnx_weights.weights_apart() as held:
+        torch.onnx.export(wrapper, args, str(raw), input_names=ins, output_names=outs, dynamic_axes=dyn,
+                          opset_version=opset, dynamo=False)
+    if held.params:
+        model = onnx.load(str(raw))
+        onnx_weights.attach(model, held, onnx_weights.DataFile(raw.with_name(raw.name + ".data")))
+        onnx.save_model(model, str(raw))
+        del held, model
+        release()
+
+
+def _write_artifact(raw: Path, path: Path) -> bool:
+    """One self-contained .onnx, or (over protobuf's 2 GB) .onnx + .onnx.data; True for the latter."""
+    import onnx
+
+    from interop.targets import onnx_weights
+    from interop.targets.onnx import EXTERNAL_DATA_BYTES
+
+    model = onnx.load(str(raw), load_external_data=False)
+    return onnx_weights.write(model, path, raw.parent, path.name + ".data", EXTERNAL_DATA_BYTES)
 
 
 def write_genai_config(folder: Path, model: Any, onnx_name: str, max_context: int) -> Path:
