@@ -5,6 +5,7 @@ for 16 steps in ONNX Runtime and in the reference runtime (with state)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -95,3 +96,26 @@ def test_task_text_generation_on_a_model_that_is_not_a_causal_lm_is_bad_input(tm
                           task="text-generation"))
     with pytest.raises(SpecError, match="max-context"):
         _build("tiny_llama", tmp_path, decode_steps=100)
+
+
+@pytest.mark.slow
+def test_qwen2_05b_sized_model_builds_both_forms_within_3x_its_fp32_weights(tmp_path):
+    """Qwen2-0.5B's geometry (hidden 896, 24 layers, random weights): both artifacts built and
+    generating PyTorch's tokens, the build's peak RSS at most 3x the model's fp32 weights."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, resource, sys\n"
+        "from interop import build, BuildConfig\n"
+        f"r = build(BuildConfig(model='tests.generation_models:qwen2_05b_like', out={str(tmp_path)!r}, decode_steps=4))\n"
+        "print(json.dumps({'passed': r.passed, 'parameters': r.data['model']['parameters'],\n"
+        "                  'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,\n"
+        "                  'generation': r.data['generation'], 'targets': r.data['targets']}, default=str))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=3600,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["passed"], (result["targets"], result["generation"])
+    weights = 4 * result["parameters"]
+    assert result["rss"] <= 3 * weights, f"peak RSS {result['rss'] / 2**30:.2f} GiB vs fp32 weights {weights / 2**30:.2f} GiB"
