@@ -48,8 +48,6 @@ def _generation_task(config: BuildConfig, source: Source) -> bool:
     """--task text-generation, or auto-detected for a causal LM when --task is left at auto."""
     from interop.generation.build import TASK, is_causal_lm
 
-    if config.task not in ("auto", TASK, "default"):
-        raise SpecError(f"unknown --task {config.task!r}", hint=f"use auto, {TASK} or default")
     return config.task == TASK or (config.task == "auto" and is_causal_lm(source.module))
 
 
@@ -70,7 +68,8 @@ def _check_choices(config: BuildConfig) -> None:
         raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
     choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
                ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
-               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")))
+               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")),
+               ("task", config.task, ("auto", "text-generation", "default")))
     for flag, value, allowed in choices:
         if value not in allowed:
             raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")
