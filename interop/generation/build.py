@@ -15,7 +15,7 @@ from interop import __version__
 from interop.errors import ExportError, SpecError
 from interop.report import Report
 
-from .check import PROMPT_LENGTH, choose_prompt, compare_generation, not_executed
+from .check import PROMPT_LENGTH, choose_prompt
 from .wrappers import cache_geometry
 
 TASK = "text-generation"
