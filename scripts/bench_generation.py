@@ -74,19 +74,24 @@ def time_onnx(path: Path, prompt: np.ndarray, steps: int) -> list[float]:
 
 
 def time_reference(path: Path, prompt: np.ndarray, steps: int, mask_dtype) -> list[float]:
+    """Per decode step seconds of the stateful package in the reference runtime (its fp32 copies
+    of the weights kept for the run, as ONNX Runtime keeps its own)."""
+    from interop.generation.runs import weights_kept_widened
     from interop.generation.wrappers import causal_mask
     from interop.runtimes import mil
 
     model = mil.load_model(path)
     state = model.make_state()
     ids, past, times = prompt.astype(np.int32), 0, []
-    for step in range(steps + 1):
-        started = time.perf_counter()
-        out = model.predict({"input_ids": ids, "causal_mask": causal_mask(past, ids.shape[1], mask_dtype)}, state=state)
-        if step:
-            times.append(time.perf_counter() - started)
-        past += ids.shape[1]
-        ids = np.asarray(out["logits"])[:, -1].argmax(-1)[:, None].astype(np.int32)
+    with weights_kept_widened(path):
+        for step in range(steps + 1):
+            feeds = {"input_ids": ids, "causal_mask": causal_mask(past, ids.shape[1], mask_dtype)}
+            started = time.perf_counter()
+            out = model.predict(feeds, state=state)
+            if step:
+                times.append(time.perf_counter() - started)
+            past += ids.shape[1]
+            ids = np.asarray(out["logits"])[:, -1].argmax(-1)[:, None].astype(np.int32)
     return times
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .check import compare_generation, not_executed
-from .runs import onnx_run, stateful_run, torch_reference
+from .runs import onnx_run, stateful_run, torch_reference, weights_kept_widened
 from .wrappers import cache_geometry
 
 SHORTER_BY = 3
@@ -55,8 +55,9 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str) ->
     tokens, logits = ref
     mask_dtype = np.float16 if precision == "fp16" else np.float32
     loaded = mil.load_model(path)
-    got = stateful_run(lambda feeds, state: loaded.predict(feeds, state=state), loaded.make_state,
-                       prompt, tokens, mask_dtype)
+    with weights_kept_widened(path):
+        got = stateful_run(lambda feeds, state: loaded.predict(feeds, state=state), loaded.make_state,
+                           prompt, tokens, mask_dtype)
     entries = [compare_generation("coreml", "interop-mil", "prompt", tokens, logits, got, precision)]
     if platform.system() != "Darwin":
         entries.append(not_executed("coreml", "coreml", "Core ML runs on macOS only"))
