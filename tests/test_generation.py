@@ -129,3 +129,20 @@ def test_qwen2_05b_sized_model_builds_within_a_bound_of_its_fp32_weights(tmp_pat
     weights = 4 * result["parameters"]
     assert result["rss"] <= RSS_BOUND[target] * weights, \
         f"peak RSS {result['rss'] / 2**30:.2f} GiB vs fp32 weights {weights / 2**30:.2f} GiB"
+
+
+def test_a_model_that_cannot_be_made_stateful_ships_the_stateless_core_ml_form(tmp_path, monkeypatch):
+    from interop.errors import ExportError
+    from interop.generation import export
+
+    def refuse(*args, **kwargs):
+        raise ExportError("the stateful Core ML conversion failed: (simulated)")
+
+    monkeypatch.setattr(export, "convert_coreml", refuse)
+    report = _build("tiny_llama", tmp_path, targets=["coreml"], decode_steps=8)
+    assert report.passed, report.data["generation"]
+    entry = report.data["targets"]["coreml"]
+    assert entry["cache"] == "past/present" and "simulated" in entry["stateful_error"]
+    assert any("cannot be made stateful" in w for w in report.data["warnings"])
+    g = next(g for g in report.data["generation"] if g["runtime"] == "interop-mil")
+    assert g["tokens_match"] and g["steps"] == 8

@@ -5,6 +5,7 @@ against PyTorch (see ``docs/generation.md``)."""
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ def run_generation(config: Any, model: Any, work: Path, stem: str, report: Repor
             report.target_failed(name, str(exc), time.perf_counter() - started)
             continue
         report.data["warnings"].extend(s for s in noise.summaries if s not in report.data["warnings"])
+        if entry.get("stateful_error"):
+            report.data["warnings"].append(f"the model cannot be made stateful for Core ML ({entry['stateful_error']}); "
+                                           "the Core ML package takes and returns the past/present cache instead")
         report.artifacts[name], report.companions[name] = path, companions
         report.data["targets"][name] = {"status": "ok", "path": None, **entry,
                                         "seconds": round(time.perf_counter() - started, 3), "error": None}
@@ -92,14 +96,19 @@ def run_generation(config: Any, model: Any, work: Path, stem: str, report: Repor
 
 
 def _export(name: str, config: Any, model: Any, work: Path, stem: str) -> tuple[Path, dict, list[Path]]:
-    from .export import convert_coreml, export_onnx, write_genai_config
+    from .export import convert_coreml, convert_coreml_stateless, export_onnx, write_genai_config
 
     if name == "onnx":
         path = work / f"{stem}.onnx"
         entry, beside = export_onnx(model, path, config.opset)
         return path, entry, beside + [write_genai_config(work, model, f"{stem}.onnx", config.max_context)]
     path = work / f"{stem}.mlpackage"
-    return path, convert_coreml(model, path, config.max_context, config.precision), []
+    try:
+        return path, convert_coreml(model, path, config.max_context, config.precision), []
+    except ExportError as exc:  # say why, and ship the stateless form instead
+        shutil.rmtree(path, ignore_errors=True)
+        entry = convert_coreml_stateless(model, path, config.max_context, config.precision)
+        return path, {**entry, "stateful_error": str(exc)}, []
 
 
 def verify_artifact(name: str, path: Path, model: Any, prompt: np.ndarray, ref: tuple, config: Any) -> list[dict]:

@@ -150,3 +150,45 @@ def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str)
         outputs=[ct.TensorType(name="logits", dtype=mask_dtype)], states=states,
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         skip_model_load=True)
+
+
+def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision: str) -> dict[str, Any]:
+    """The fallback Core ML form (iOS17) for a model that cannot be made stateful: the ONNX model's
+    past/present interface, names with ``_`` for ``.`` (``past_key_values_0_key``,
+    ``present_0_key``), past length 1..max_context -- the prefill gets a 1-long past masked out by
+    a 0 in front of its ``attention_mask``."""
+    import coremltools as ct
+    import numpy as np
+    import torch
+
+    geo = cache_geometry(model)
+    ins, outs = io_names(geo["layers"])
+    total = TRACE_PAST + TRACE_QUERY
+    args = (torch.zeros(1, TRACE_QUERY, dtype=torch.int64), torch.ones(1, total, dtype=torch.int64),
+            torch.arange(TRACE_PAST, total).unsqueeze(0),
+            *[torch.zeros(1, geo["kv_heads"], TRACE_PAST, geo["head_dim"]) for _ in ins[3:]])
+    query = ct.RangeDim(1, max_context, default=TRACE_QUERY)
+    dtype = np.float16 if precision == "fp16" else np.float32
+    inputs = [ct.TensorType(name="input_ids", shape=(1, query), dtype=np.int32),
+              ct.TensorType(name="attention_mask", shape=(1, ct.RangeDim(2, max_context, default=total)), dtype=np.int32),
+              ct.TensorType(name="position_ids", shape=(1, query), dtype=np.int32)]
+    past = ct.RangeDim(1, max_context, default=TRACE_PAST)
+    inputs += [ct.TensorType(name=coreml_name(n), shape=(1, geo["kv_heads"], past, geo["head_dim"]), dtype=dtype)
+               for n in ins[3:]]
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(PastPresentLM(model).eval(), args, check_trace=False)
+        mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=coreml_name(n), dtype=dtype) for n in outs],
+                             convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17, skip_model_load=True,
+                             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+        mlmodel.save(str(path))
+    except Exception as exc:
+        raise ExportError(f"the stateless Core ML conversion failed too: {first_line(exc)}",
+                          hint="the ONNX form is unaffected; run with --debug for the traceback") from exc
+    return {"capture": "torch.jit.trace", "cache": "past/present", "precision": precision,
+            "deployment_target": "iOS17", "max_context": max_context}
+
+
+def coreml_name(name: str) -> str:
+    """A past/present tensor's name in Core ML (which allows no ``.`` in feature names)."""
+    return name.replace(".", "_")

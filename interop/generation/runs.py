@@ -107,3 +107,26 @@ def weights_kept_widened(package: Path) -> Iterator[None]:
     finally:
         CONSTANT_CACHE.max_bytes = old
         CONSTANT_CACHE.clear()
+
+
+def stateless_run(predict: Any, layers: int, kv_heads: int, head_dim: int, prompt: np.ndarray,
+                  tokens: np.ndarray, dtype: Any) -> list:
+    """Teacher-forced generation with the stateless (past/present) Core ML form: the prefill gets
+    a 1-long zero past that its attention mask hides; then present is fed back as past."""
+    from .export import coreml_name
+
+    past = {coreml_name(f"past_key_values.{i}.{kind}"): np.zeros((1, kv_heads, 1, head_dim), dtype)
+            for i in range(layers) for kind in ("key", "value")}
+    length = prompt.shape[1]
+    feeds = {"input_ids": prompt.astype(np.int32), "attention_mask": np.array([[0] + [1] * length], np.int32),
+             "position_ids": np.arange(length, dtype=np.int32)[None], **past}
+    logits = []
+    for step in range(len(tokens)):
+        out = predict(feeds)
+        logits.append(np.asarray(out["logits"])[:, -1].astype(np.float64))
+        total = feeds["attention_mask"].shape[1] + 1
+        feeds = {"input_ids": tokens[step][:, None].astype(np.int32),
+                 "attention_mask": np.array([[0] + [1] * (total - 1)], np.int32),
+                 "position_ids": np.array([[total - 2]], np.int32)}
+        feeds.update({name: out[name.replace("past_key_values_", "present_")] for name in past})
+    return logits

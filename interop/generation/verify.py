@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .check import compare_generation, not_executed
-from .runs import onnx_run, stateful_run, torch_reference, weights_kept_widened
+from .runs import onnx_run, stateful_run, stateless_run, torch_reference, weights_kept_widened
 from .wrappers import cache_geometry
 
 SHORTER_BY = 3
@@ -56,8 +56,11 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str) ->
     mask_dtype = np.float16 if precision == "fp16" else np.float32
     loaded = mil.load_model(path)
     with weights_kept_widened(path):
-        got = stateful_run(lambda feeds, state: loaded.predict(feeds, state=state), loaded.make_state,
-                           prompt, tokens, mask_dtype)
+        if loaded.is_stateful():
+            got = stateful_run(lambda feeds, state: loaded.predict(feeds, state=state), loaded.make_state,
+                               prompt, tokens, mask_dtype)
+        else:
+            got = _stateless(loaded.predict, loaded, prompt, tokens, mask_dtype)
     entries = [compare_generation("coreml", "interop-mil", "prompt", tokens, logits, got, precision)]
     if platform.system() != "Darwin":
         entries.append(not_executed("coreml", "coreml", "Core ML runs on macOS only"))
@@ -66,9 +69,20 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str) ->
         import coremltools as ct
 
         ml = ct.models.MLModel(str(path))
-        got = stateful_run(lambda feeds, state: ml.predict(feeds, state=state), ml.make_state,
-                           prompt, tokens, mask_dtype)
+        if loaded.is_stateful():
+            got = stateful_run(lambda feeds, state: ml.predict(feeds, state=state), ml.make_state,
+                               prompt, tokens, mask_dtype)
+        else:
+            got = _stateless(ml.predict, loaded, prompt, tokens, mask_dtype)
         entries.append(compare_generation("coreml", "coreml", "prompt", tokens, logits, got, precision))
     except Exception as exc:  # Core ML refused to load or predict: say so, never a pass
         entries.append(not_executed("coreml", "coreml", f"{type(exc).__name__}: {exc}"[:300]))
     return entries
+
+
+def _stateless(predict: Any, loaded: Any, prompt: np.ndarray, tokens: np.ndarray, dtype: Any) -> list:
+    """The stateless form's run; its cache geometry read from the package's first past input."""
+    main = loaded.program.functions["main"]
+    pasts = [n for n in main.inputs if n.startswith("past_key_values_")]
+    shape = main.inputs[pasts[0]].shape
+    return stateless_run(predict, len(pasts) // 2, int(shape[1]), int(shape[3]), prompt, tokens, dtype)

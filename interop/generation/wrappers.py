@@ -34,6 +34,10 @@ def cache_geometry(model: nn.Module) -> dict[str, int]:
             "vocab": int(config.vocab_size), "heads": int(heads), "hidden": int(hidden)}
 
 
+LOW = -65504.0
+"""The masked-out additive mask value: fp16's lowest finite number (exp of it is 0 in fp32 too)."""
+
+
 def cache_kwarg(model: nn.Module) -> str:
     """The name a model's ``forward`` takes its cache under (``cache`` in transformers >= 5.2x,
     ``past_key_values`` before)."""
@@ -45,14 +49,15 @@ def cache_kwarg(model: nn.Module) -> str:
 
 def additive_mask(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
     """(batch, 1, q, past + q): 0 where query i may attend key j (j <= past + i and key j is not
-    padding), the dtype's lowest value elsewhere (not -inf: a fully masked padding row stays finite)."""
+    padding), :data:`LOW` elsewhere (not -inf: a fully masked padding row stays finite)."""
     total = attention_mask.shape[-1]
     past = total - query_length
     rows = torch.arange(query_length, device=attention_mask.device).unsqueeze(-1) + past
     cols = torch.arange(total, device=attention_mask.device).unsqueeze(0)
     allowed = (cols <= rows).unsqueeze(0) & attention_mask.bool()[:, None, :]
-    low = torch.tensor(torch.finfo(dtype).min, dtype=dtype)
-    return torch.where(allowed, torch.zeros((), dtype=dtype), low).unsqueeze(1)
+    # (1 - allowed) * LOW rather than where(allowed, 0, LOW): coremltools loses the shape of a
+    # where between two scalars; LOW is fp16's lowest, finite in an fp16 program too
+    return ((1 - allowed.to(dtype)) * LOW).unsqueeze(1)
 
 
 class PastPresentLM(nn.Module):
@@ -162,4 +167,4 @@ def causal_mask(past: int, query: int, dtype: Any = None) -> Any:
     dtype = np.float32 if dtype is None else dtype
     rows = np.arange(query)[:, None] + past
     cols = np.arange(past + query)[None, :]
-    return np.where(cols <= rows, 0.0, np.finfo(np.float16).min).astype(dtype)[None, None]
+    return np.where(cols <= rows, 0.0, LOW).astype(dtype)[None, None]
