@@ -67,6 +67,9 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
                                                     "palettize8,fp16,int8-static"),
     ("calibration", Optional[str], None, "--calibration", ".npz of calibration samples (int8-static)"),
     ("gate", List[str], [], "--gate", "VARIANT:psnr=30[,cosine=..,top1=..,top5=..] ('*' all)"),
+    ("task", Optional[str], None, "--task", "auto (default: text-generation for a causal LM), text-generation or default"),
+    ("max_context", Optional[int], None, "--max-context", "text-generation: Core ML cache positions (512)"),
+    ("decode_steps", Optional[int], None, "--decode-steps", "text-generation: greedy steps checked (16)"),
 ]
 
 

@@ -47,6 +47,8 @@ def render_build(report: Any, verb: str = "build") -> None:
         from interop.variants.build import console_line
 
         console.print(console_line(v))
+    if d.get("generation"):
+        _render_generation(console, d["generation"])
     for w in d["warnings"]:
         if w.startswith(REPORT_ONLY):  # in the report and `interop doctor`, not on every build
             continue
@@ -82,6 +84,21 @@ def _shipped_summary(d: dict[str, Any]) -> str:
     if not shipped:
         return " — nothing shipped; the previous artifacts are untouched"
     return f" — shipped {', '.join(shipped)} only (exit 1)"
+
+
+def _render_generation(console: Any, entries: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="greedy generation vs PyTorch (per step)")
+    for col in ("target", "runtime", "case", "steps", "tokens", "first diverging", "worst rel_l2", "ok"):
+        table.add_column(col)
+    for g in entries:
+        ok = "—" if g["passed"] is None else ("[green]yes[/]" if g["passed"] else "[red]NO[/]")
+        tokens = "—" if g["tokens_match"] is None else ("identical" if g["tokens_match"] else "differ")
+        first = g["first_divergent_step"]
+        table.add_row(g["target"], g["runtime"], g["case"], str(g["steps"]), tokens,
+                      "—" if first is None else str(first), _fmt(g["worst_rel_l2"]), ok)
+    console.print(table)
 
 
 def render_inspect(info: dict[str, Any]) -> None:

@@ -65,6 +65,9 @@ class BuildConfig:
     compress: list[str] = field(default_factory=list)  # --compress: variants to build (interop.variants)
     calibration: str | None = None  # --calibration FILE.npz for int8-static
     gate: list[str] = field(default_factory=list)  # --gate VARIANT:psnr=30
+    task: str = "auto"  # auto (text-generation for a causal LM) | text-generation | default
+    max_context: int = 512
+    decode_steps: int = 16
     # where each setting came from (flag | config | model-folder | default); set by resolve()
     provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -271,7 +274,8 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
         raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
     choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
                ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
-               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")))
+               ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")),
+               ("task", config.task, ("auto", "text-generation", "default")))
     for flag, value, allowed in choices:
         if value not in allowed:
             raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")

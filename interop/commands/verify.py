@@ -83,6 +83,10 @@ def verify_report(path: str, trust: bool = False) -> Report:
     recover_folder(Path(path).parent)  # an interrupted build's move is rolled back before reading
     old = _read(path)
     config = from_report(old, trust, "verify")
+    if config.task == "text-generation":  # a language model: replay the generation check
+        from interop.generation.build import verify_generation
+
+        return verify_generation(old, config)
     source, spec, prep = reload(old, config)
     names = prep.names
     report = Report.start(config, source, spec, names, prep.ref, prep.cases)

@@ -40,6 +40,10 @@ def build(config: BuildConfig) -> Report:
 
     with captured(Noise()) as load_noise:  # torch's warnings while building / unpickling the model
         source = kind.load(config.model, config.factory, config.trust)
+    if _generation_task(config, source):
+        from interop.generation.build import build_generation
+
+        return build_generation(config, source)
     spec = kind.resolve_spec(config, source)
     check_request(spec, config.num_samples)  # absurd sizes refused before any work
     stage("running PyTorch on the sample inputs and tracing")
@@ -60,6 +64,15 @@ def _absolute_inputs(config: BuildConfig) -> None:
             if os.path.lexists(value):
                 regular_file(value, what)
             setattr(config, key, os.path.abspath(value))
+
+
+def _generation_task(config: BuildConfig, source: Source) -> bool:
+    """--task text-generation, or auto-detected for a causal LM when --task is left at auto."""
+    from interop.generation.build import TASK, is_causal_lm
+
+    return config.task == TASK or (config.task == "auto" and is_causal_lm(source.module))
+
+
 
 
 def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "OutputFolder", work: Path,

@@ -107,3 +107,38 @@ def test_state_starts_at_zero_and_is_updated_in_place():
     first, last = run_builder(build, specs, {"value": value}, precision="fp16")
     np.testing.assert_array_equal(first, [0, 0])
     np.testing.assert_array_equal(last, 2 * value)
+
+
+def _accumulator(tmp_path):
+    """A saved iOS18 program: ``acc += value``; returns the new content."""
+    from interop.runtimes import mil
+
+    from .harness import save_program
+
+    @mb.program(input_specs=[mb.StateTensorSpec(shape=(2,), dtype=types.fp16),
+                             mb.TensorSpec(shape=(2,), dtype=types.fp16)], opset_version=ct.target.iOS18)
+    def prog(acc, value):
+        return mb.coreml_update_state(state=acc, value=mb.add(x=mb.read_state(input=acc), y=value))
+
+    return mil.load_model(save_program(prog, tmp_path, precision="fp16", target=ct.target.iOS18))
+
+
+def test_state_persists_across_predictions_and_is_readable(tmp_path):
+    model = _accumulator(tmp_path)
+    state = model.make_state()
+    assert state.names() == ["acc"] and model.is_stateful()
+    value = np.array([1.5, -2.0], np.float16)
+    for step in range(1, 4):
+        (out,) = model.predict({"value": value}, state=state).values()
+        np.testing.assert_array_equal(out, step * value)
+        np.testing.assert_array_equal(state.read_state("acc"), step * value)
+    state.write_state("acc", np.zeros(2))
+    (out,) = model.predict({"value": value}, state=state).values()
+    np.testing.assert_array_equal(out, value)
+    (fresh,) = model.predict({"value": value}).values()  # no state: starts at zero, updates dropped
+    np.testing.assert_array_equal(fresh, value)
+    np.testing.assert_array_equal(state.read_state("acc"), value)
+    other = model.make_state()  # states are independent
+    np.testing.assert_array_equal(other.read_state("acc"), [0, 0])
+    with pytest.raises(ValueError):
+        state.write_state("acc", np.zeros(3))

@@ -10,7 +10,8 @@ values -- but only on macOS. This plugin, loaded with
   (``_MLModelProxy``);
 * routes ``MLModel.predict`` to :func:`interop.runtimes.mil.predict`, executing the ML program
   from the package the converter wrote to disk (``MLModel.package_path``);
-* skips NeuralNetwork-format cases and stateful cases (reason prefixed ``[mil-conformance]``);
+* skips NeuralNetwork-format cases (reason prefixed ``[mil-conformance]``); stateful cases run
+  with the runtime's own state (``MLModel.make_state`` -> ``LoadedModel.make_state``);
 * classifies every failure (``unsupported`` kernel missing, ``mismatch`` wrong numbers or shapes,
   ``fp16-rounding`` an fp32 case that passes when its fp16-typed ops are computed in fp32,
   ``kernel-error`` the runtime raised, ``load-error`` the package could not be read back,
@@ -40,7 +41,6 @@ MACOS_VERSION = (15, 5)
 
 SKIP_PREFIX = "[mil-conformance] "
 NEURALNETWORK_REASON = SKIP_PREFIX + "neuralnetwork: the reference runtime executes ML programs only"
-STATEFUL_REASON = SKIP_PREFIX + "stateful: the reference runtime does not carry states across predictions"
 TESTS_PACKAGE = "coremltools/converters/mil/mil/ops/tests/"
 MESSAGE_CHARS = 400
 
@@ -98,7 +98,7 @@ def patch_coremltools() -> None:
     model._MLModelProxy = None  # MLModel(...) must never try to load Core ML.framework
     model.MLModel.predict = reference_predict
     model._create_mlpackage = _tracked(model._create_mlpackage)
-    model.MLModel.make_state = skip_stateful
+    model.MLModel.make_state = reference_make_state
     cache_fusion_patterns()
     converters_entry.gc = YoungGC()
     op_testing_utils.compare_backend = classify_mismatches(op_testing_utils.compare_backend)
@@ -191,27 +191,29 @@ def classify_mismatches(compare_backend: Any) -> Any:
     return compare
 
 
-def skip_stateful(self: Any) -> None:
-    """``MLModel.make_state`` replacement: stateful models are out of the runtime's scope."""
-    pytest.skip(STATEFUL_REASON)
+def reference_make_state(self: Any) -> Any:
+    """``MLModel.make_state`` replacement: the reference runtime's state of the saved package."""
+    from interop.runtimes import mil
+
+    if self.package_path is None:
+        raise RuntimeError("an ML program MLModel without a package on disk has no state")
+    return mil.load_model(self.package_path).make_state(self.function_name or "main")
 
 
 def reference_predict(self: Any, data: Any, state: Any = None) -> Any:
     """``MLModel.predict`` replacement: execute the saved package with the reference runtime."""
-    if state is not None:
-        pytest.skip(STATEFUL_REASON)
     if self._spec.WhichOneof("Type") != "mlProgram":
         pytest.skip(NEURALNETWORK_REASON)
     if isinstance(data, list):
-        return [reference_predict(self, item) for item in data]
+        return [reference_predict(self, item, state) for item in data]
     if self.package_path is None:
         raise RuntimeError("an ML program MLModel without a package on disk cannot be executed")
     self._verify_input_dict(data)
     self._convert_tensor_to_numpy(data)
-    return _run_package(self.package_path, data, self.function_name or "main")
+    return _run_package(self.package_path, data, self.function_name or "main", state)
 
 
-def _run_package(path: str, data: dict[str, Any], function: str) -> Any:
+def _run_package(path: str, data: dict[str, Any], function: str, state: Any = None) -> Any:
     from interop.errors import InteropError
     from interop.runtimes import mil
 
@@ -224,7 +226,7 @@ def _run_package(path: str, data: dict[str, Any], function: str) -> Any:
             case["has_fp16"] = has_fp16_values(main)
             case["runtime_called"] = True
             case["culprit"] = output_op_type(main)
-        return loaded.predict(data, function=function, promote_fp16=CURRENT.get("promote", False))
+        return loaded.predict(data, function=function, promote_fp16=CURRENT.get("promote", False), state=state)
     except Exception as exc:
         if case is not None:
             case["runtime_error"] = True
@@ -457,6 +459,4 @@ def _skip_kind(report: Any) -> str:
     reason = _skip_reason(report)
     if reason.startswith(NEURALNETWORK_REASON):
         return "skip-neuralnetwork"
-    if reason.startswith(STATEFUL_REASON):
-        return "skip-stateful"
     return "skip-coremltools"

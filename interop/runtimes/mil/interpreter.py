@@ -89,11 +89,13 @@ class Interpreter:
         self.trace: dict[str, np.ndarray] = {}
         self.plans = {} if plans is None else plans
 
-    def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def run(self, inputs: dict[str, Any], states: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``states`` (state input name -> ``values.State``) persist across runs; a state input
+        not in it starts at zero."""
         env: dict[str, Any] = {}
         for name, var in self.function.inputs.items():
             if is_state(var):
-                env[var.name] = zero_state(var)
+                env[var.name] = states[name] if states and name in states else zero_state(var)
                 continue
             if name not in inputs:
                 raise KeyError(f"missing input {name!r}")

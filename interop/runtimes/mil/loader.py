@@ -10,6 +10,7 @@ import numpy as np
 
 from ...errors import LoadError
 from .interpreter import Interpreter
+from .state import ModelState
 
 
 def _package_paths(path: Path) -> tuple[Path, Path]:
@@ -58,13 +59,22 @@ class LoadedModel:
         }
         self._plans: dict[str, dict] = {}  # function name -> its compiled blocks, reused by every predict
 
+    def make_state(self, function: str = "main") -> ModelState:
+        """A new state (zeros) for ``predict(..., state=)``, as ``MLModel.make_state()``."""
+        return ModelState(self.program.functions[function], function)
+
+    def is_stateful(self, function: str = "main") -> bool:
+        return bool(ModelState(self.program.functions[function], function).states)
+
     def predict(self, inputs: dict[str, Any], intermediate: bool = False, function: str = "main",
-                promote_fp16: bool = False):
+                promote_fp16: bool = False, state: ModelState | None = None):
+        """``state`` (from :meth:`make_state`) is read and updated in place; without it every
+        state input starts at zero and its updates are dropped."""
         func = self.program.functions[function]
         feeds = {name: self._feed(name, value) for name, value in inputs.items()}
         interp = Interpreter(func, record=intermediate, promote_fp16=promote_fp16,
                              plans=self._plans.setdefault(function, {}))
-        outputs = interp.run(feeds)
+        outputs = interp.run(feeds, states=None if state is None else state.states)
         outputs = {name: _as_output(v) for name, v in outputs.items()}
         if intermediate:
             return outputs, interp.trace
