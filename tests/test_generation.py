@@ -52,14 +52,14 @@ def test_verify_replays_the_generation_check_and_catches_a_swapped_artifact(tmp_
 
     report = _build("tiny_llama", tmp_path, targets=["onnx"])
     assert report.passed
-    replay = verify_report(str(tmp_path / "tiny_llama.report.json"))
+    replay = verify_report(str(tmp_path / "tiny_llama.report.json"), trust=True)  # a MODULE:FN source
     assert replay.passed and {g["runtime"] for g in replay.data["generation"]} == {"onnxruntime"}
     path = tmp_path / "tiny_llama.onnx"  # edited since the build: one weight matrix scaled
     model = onnx.load(str(path))
     weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
     weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 1.5, weight.name))
     onnx.save(model, str(path))
-    replay = verify_report(str(tmp_path / "tiny_llama.report.json"))
+    replay = verify_report(str(tmp_path / "tiny_llama.report.json"), trust=True)  # a MODULE:FN source
     assert not replay.passed and replay.data["targets"]["onnx"]["status"] == "disagrees"
 
 
