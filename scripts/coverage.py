@@ -226,6 +226,17 @@ def run_worker(kind: str, name: str, timeout: int) -> dict[str, Any]:
         return json.loads(result.read_text())
 
 
+def _generated_sections(path: Path) -> str:
+    """The sections other scripts write into the same page, between ``<!-- NAME:begin -->`` and
+    ``<!-- NAME:end -->`` (ONNX sources, Core AI, check vs build), kept as they are."""
+    import re
+
+    text = path.read_text() if path.exists() else ""
+    blocks = re.findall(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S)
+    kept = [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S)]
+    return "".join("\n" + block + "\n" for block in kept) if blocks else ""
+
+
 def main() -> None:
     from tests import zoo
 
@@ -249,7 +260,7 @@ def main() -> None:
     if opts.json:
         Path(opts.json).write_text(json.dumps(results, indent=1, default=str))
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(render(results, zoo.ZOO))
+    Path(opts.out).write_text(render(results, zoo.ZOO) + _generated_sections(Path(opts.out)))
     print(f"wrote {opts.out}")
 
 
