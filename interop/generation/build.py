@@ -40,6 +40,9 @@ def check_config(config: Any) -> None:
     unknown = [t for t in config.targets if t not in TARGETS]
     if unknown:
         raise SpecError(f"target(s) {', '.join(unknown)} have no {TASK} form", hint="use --targets onnx,coreml")
+    from interop.variants.generation import check_compress
+
+    check_compress(config)  # --compress: the variants a generation build supports
 
 
 def build_generation(config: Any, source: Any = None) -> Report:
@@ -60,6 +63,9 @@ def build_generation(config: Any, source: Any = None) -> Report:
         report = start_report(config, source)
         run_generation(config, source.module, work, folder.stem, report)
         finish(report)
+        from interop.variants.generation import build_generation_variants  # --compress
+
+        build_generation_variants(config, source.module, work, folder.stem, report, *report.reference)
         folder.commit(work, report, keep_failed=config.keep_failed, all_or_nothing=config.all_or_nothing)
     return report
 
@@ -72,6 +78,7 @@ def run_generation(config: Any, model: Any, work: Path, stem: str, report: Repor
     geo = cache_geometry(model)
     prompt, info, ref = choose_prompt(model, geo["vocab"], config.decode_steps, config.seed)
     report.data["generation_prompt"] = {"tokens": prompt[0].tolist(), **info}
+    report.reference = (prompt, ref)  # for the --compress variants' generation check
     if info["near_uniform"] or info["min_relative_margin"] < 1e-3:
         report.data["warnings"].append("the reference's logits are near-uniform or its greedy choices near-ties "
                                        f"(smallest top-2 margin {info['min_margin']:.3g}): token agreement proves little")
@@ -131,7 +138,7 @@ def start_report(config: Any, source: Any) -> Report:
         "inputs": [{"name": "input_ids", "shape": [1, PROMPT_LENGTH], "dtype": "int64",
                     "dynamic": {"1": {"name": "sequence_length", "min": 1, "max": config.max_context}}}],
         "outputs": [{"name": "logits", "shape": [1, PROMPT_LENGTH, geo["vocab"]], "dtype": "float32"}],
-        "cases": [], "targets": {t: {"status": "skipped"} for t in TARGETS}, "agreement": [], "generation": [],
+        "cases": [], "targets": {t: {"status": "skipped"} for t in TARGETS}, "agreement": [], "generation": [], "variants": [],
         "tolerances": DEFAULT_TOLERANCES, "warnings": [],
         "settings": {"task": TASK, "seed": config.seed, "precision": config.precision, "factory": config.factory,
                      "trust": config.trust, "targets": list(config.targets), "max_context": config.max_context,

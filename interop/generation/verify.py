@@ -16,7 +16,8 @@ SHORTER_BY = 3
 """The second prompt of the ONNX batch is this much shorter, left-padded."""
 
 
-def verify_onnx(path: Path, model: Any, prompt: np.ndarray, ref: tuple, seed: int) -> list[dict[str, Any]]:
+def verify_onnx(path: Path, model: Any, prompt: np.ndarray, ref: tuple, seed: int,
+                compare: Any = compare_generation) -> list[dict[str, Any]]:
     """ONNX Runtime: the chosen prompt alone, then a batch of two prompts of different lengths."""
     import onnxruntime as ort
 
@@ -27,11 +28,11 @@ def verify_onnx(path: Path, model: Any, prompt: np.ndarray, ref: tuple, seed: in
     tokens, logits = ref
     steps = len(tokens) - 1
     got = onnx_run(session, layers, prompt, np.ones_like(prompt), tokens)
-    entries = [compare_generation("onnx", "onnxruntime", "prompt", tokens, logits, got, "fp32")]
+    entries = [compare("onnx", "onnxruntime", "prompt", tokens, logits, got, "fp32")]
     batch, mask = left_padded_batch(prompt, seed)
     batch_tokens, batch_logits = torch_reference(model, batch, mask, steps)
     got = onnx_run(session, layers, batch, mask, batch_tokens)
-    entries.append(compare_generation("onnx", "onnxruntime", "batch=2 left-padded", batch_tokens, batch_logits,
+    entries.append(compare("onnx", "onnxruntime", "batch=2 left-padded", batch_tokens, batch_logits,
                                       got, "fp32"))
     return entries
 
@@ -47,7 +48,8 @@ def left_padded_batch(prompt: np.ndarray, seed: int) -> tuple[np.ndarray, np.nda
     return batch, mask
 
 
-def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str) -> list[dict[str, Any]]:
+def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str,
+                  compare: Any = compare_generation) -> list[dict[str, Any]]:
     """The stateful package in the reference runtime (one state across the generation); on macOS
     in Core ML as well."""
     from interop.runtimes import mil
@@ -63,7 +65,7 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str) ->
             got = _stateless(loaded.predict, loaded, prompt, tokens, mask_dtype)
     # Core ML states are fp16 only: the stateful form is held to fp16 tolerances at any --precision
     held_to = "fp16" if loaded.is_stateful() else precision
-    entries = [compare_generation("coreml", "interop-mil", "prompt", tokens, logits, got, held_to)]
+    entries = [compare("coreml", "interop-mil", "prompt", tokens, logits, got, held_to)]
     if platform.system() != "Darwin":
         entries.append(not_executed("coreml", "coreml", "Core ML runs on macOS only"))
         return entries
@@ -76,7 +78,7 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str) ->
                                prompt, tokens, mask_dtype)
         else:
             got = _stateless(ml.predict, loaded, prompt, tokens, mask_dtype)
-        entries.append(compare_generation("coreml", "coreml", "prompt", tokens, logits, got, held_to))
+        entries.append(compare("coreml", "coreml", "prompt", tokens, logits, got, held_to))
     except Exception as exc:  # Core ML refused to load or predict: say so, never a pass
         entries.append(not_executed("coreml", "coreml", f"{type(exc).__name__}: {exc}"[:300]))
     return entries
