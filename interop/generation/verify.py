@@ -1,4 +1,6 @@
-"""Run the built artifacts' generation in every runtime available here and compare with PyTorch."""
+"""Run the built artifacts' generation in every runtime available here and compare with PyTorch
+(``compare``: ``check.compare_generation`` for the base artifacts; a compressed variant passes its
+gate's comparison, :func:`interop.variants.generation.gated`)."""
 
 from __future__ import annotations
 
