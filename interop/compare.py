@@ -160,12 +160,49 @@ def tolerance_overrides(texts: list[str]) -> dict[str, dict[str, float]]:
 def diffs(target: str, runtime: str, ref: Any, got: dict[str, list[list[Any]]], names: list[str], precision: str,
           tolerances: list[str] | dict[str, dict[str, float]] | None = None) -> list[OutputDiff]:
     """Compare every output of every sample of every case that ``got`` holds against ``ref``
-    (a Reference: ``ref.outputs[case][sample]``): the one comparison every target and command uses."""
+    (a Reference: ``ref.outputs[case][sample]``): the one comparison every target and command uses.
+    An output the user limited with ``--compare-where`` (``ref.compare_where``) is compared only at
+    the positions its mask input selects."""
     overrides = tolerances if isinstance(tolerances, dict) else tolerance_overrides(list(tolerances or []))
+    where = getattr(ref, "compare_where", None) or {}
     out = []
     for case, runs in got.items():
         for i, outputs in enumerate(runs):
             for name, r, g in zip(names, ref.outputs[case][i], outputs):
                 tol = tolerance_for(precision, name, overrides)
-                out.append(compare_output(r, g, tol, target=target, runtime=runtime, case=case, output=name, sample=i))
+                note = ""
+                if name in where:
+                    r, g, note = masked(r, g, ref.samples[case][i], *where[name])
+                row = compare_output(r, g, tol, target=target, runtime=runtime, case=case, output=name, sample=i)
+                if note:
+                    row.note = f"{row.note}; {note}" if row.note else note
+                out.append(row)
     return out
+
+
+def parse_compare_where(texts: list[str]) -> dict[str, tuple[str, bool]]:
+    """``--compare-where OUTPUT:INPUT`` (compare OUTPUT where INPUT != 0) or ``OUTPUT:!INPUT``
+    (where INPUT == 0, e.g. a padding mask) -> {output: (input, negate)}."""
+    out: dict[str, tuple[str, bool]] = {}
+    for text in texts:
+        name, _, mask = text.partition(":")
+        negate = mask.startswith("!")
+        mask = mask[1:] if negate else mask
+        if not name or not mask or name in out:
+            raise SpecError(f"bad --compare-where {text!r}", hint="write OUTPUT:INPUT (compare where INPUT != 0) or "
+                                                                  "OUTPUT:!INPUT (where INPUT == 0), once per output")
+        out[name] = (mask, negate)
+    return out
+
+
+def masked(ref: Any, got: Any, sample: dict[str, Any], mask_input: str, negate: bool) -> tuple[Any, Any, str]:
+    """The elements of ``ref`` and ``got`` at the positions the mask input selects (the mask's shape
+    is a leading part of the output's; it is broadcast over the rest)."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    mask = np.asarray(sample[mask_input]) != 0
+    mask = ~mask if negate else mask
+    if got.shape != ref.shape or ref.shape[: mask.ndim] != mask.shape:
+        return ref, got, ""
+    keep = np.broadcast_to(mask.reshape(mask.shape + (1,) * (ref.ndim - mask.ndim)), ref.shape)
+    rule = f"{mask_input} {'== 0' if negate else '!= 0'}"
+    return ref[keep], got[keep], f"compared only where {rule} ({int(mask.sum())} of {mask.size} positions; --compare-where)"

@@ -68,6 +68,7 @@ class BuildConfig:
     task: str = "auto"  # auto (text-generation for a causal LM) | text-generation | default
     max_context: int = 512
     decode_steps: int = 16
+    compare_where: list[str] = field(default_factory=list)  # --compare-where OUTPUT:[!]INPUT (a verdict limit)
     # where each setting came from (flag | config | model-folder | default); set by resolve()
     provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -104,7 +105,7 @@ _track_init()
 SOURCES = ("flag", "config", "model-folder", "default")
 MODEL_FOLDER_FILE = "interop.toml"
 NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
-NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed",
+NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed", "compare_where",
                          "factory", "sampler")  # the last two import and run code
 NOT_FROM_REPORTS = ("trust", "out", "keep_failed", "config")  # verify/bench: trust is their own flag
 PATH_SETTINGS = ("samples", "labels", "out", "calibration")  # relative to the file that sets them
@@ -285,6 +286,9 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
         raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
     for text in config.tolerance:
         parse_tolerance(text)
+    from interop.compare import parse_compare_where
+
+    parse_compare_where(list(config.compare_where))
     from interop.variants import check_choices as check_variants
 
     check_variants(config)  # --compress, --gate, --calibration
@@ -316,8 +320,10 @@ def tolerance_warnings(config: BuildConfig) -> list[str]:
     """One line per tolerance override: verdicts judged by the user's limits, not interop's."""
     where = {"flag": "--tolerance", "config": f"--config {config.config}"}.get(source_of(config, "tolerance"),
                                                                               source_of(config, "tolerance"))
+    limits = [f"compare-where ({source_of(config, 'compare_where')}): output {text.partition(':')[0]} is compared "
+              f"only at the positions {text.partition(':')[2]} selects" for text in getattr(config, "compare_where", [])]
     return [f"tolerance override ({where}): {text} replaces interop's default tolerance for the outputs it names"
-            for text in config.tolerance]
+            for text in config.tolerance] + limits
 
 
 def from_report(report: dict[str, Any], trust: bool, command: str) -> BuildConfig:

@@ -312,3 +312,34 @@ def test_quantized_model_fails_on_both_targets_with_reasons_and_no_warning_leaks
     assert "quantized::linear_dynamic" in report["targets"]["coreml"]["error"]
     assert "Warning" not in proc.stderr, proc.stderr  # torch's deprecation goes to the report
     assert not list(tmp_path.glob("*.onnx")) and (tmp_path / "quantized_mlp.failed.report.json").exists()
+
+
+def test_compare_where_compares_only_the_positions_that_matter(tmp_path):
+    """--compare-where output:!padding: the padded positions (where eager PyTorch's fast path gives
+    zeros and the exported graph computes values) are left out of every comparison, and said so."""
+    import numpy as np
+
+    samples = tmp_path / "masks.npz"
+    rng = np.random.default_rng(0)
+    padding = np.array([[[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]], [[0, 0, 0, 0, 0, 1], [0, 0, 1, 1, 1, 1]]], dtype=bool)
+    np.savez(samples, tokens=rng.standard_normal((2, 2, 6, 16)).astype(np.float32), padding=padding)
+    args = ["build", "tests.patterns:padded_encoder", "--input", "tokens:2x6x16", "--input", "padding:2x6:bool",
+            "--samples", str(samples), "--out", str(tmp_path / "out"), "--json", "--targets", "onnx"]
+    whole = json.loads(invoke(*args).stdout)
+    assert whole["targets"]["onnx"]["status"] != "ok"  # the padded positions differ
+    limited = invoke(*args, "--compare-where", "output:!padding")
+    report = json.loads(limited.stdout)
+    assert limited.exit_code == 0 and report["targets"]["onnx"]["shipped"]
+    assert all("compared only where padding == 0 (7 of 12 positions" in a["note"] for a in report["agreement"])
+    assert any(w.startswith("compare-where (flag)") for w in report["warnings"])
+    bad = invoke(*args, "--compare-where", "output:nomask")
+    assert bad.exit_code == 2 and "no input 'nomask'" in bad.stderr
+
+
+def test_compare_where_is_refused_from_the_model_folder(tmp_path):
+    from interop.errors import SpecError
+    from interop.settings import read_config_file
+
+    (tmp_path / "interop.toml").write_text('compare_where = ["output:!padding"]\n')
+    with pytest.raises(SpecError, match="compare_where"):
+        read_config_file(None, tmp_path)

@@ -226,6 +226,12 @@ def trace_consistency(traced: Any, ref: Any, names: list[str], outputs: list[str
                 hazards.append(Hazard(f"the trace fails on case {case}: {type(exc).__name__}"))
                 break
             for index, (r, g) in enumerate(zip(ref.outputs[case][i], got)):
+                name = outputs[index] if outputs and index < len(outputs) else index
+                where = (getattr(ref, "compare_where", None) or {}).get(name)
+                if where and g.shape == r.shape:  # --compare-where: only the positions the user asked for
+                    from interop.compare import masked
+
+                    r, g, _ = masked(r, g, sample, *where)
                 if g.shape != r.shape or metrics(r, g)["rel_l2"] > TRACE_CONSISTENCY_REL_L2:
                     name = outputs[index] if outputs and index < len(outputs) else index
                     hazards.append(Hazard(f"the traced graph differs from eager PyTorch on case {case} (output "

@@ -31,6 +31,7 @@ class Reference:
     outputs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
     sampler: Any = None  # the --sampler (stages/kinds.Sampler), also used for the export sample
     user: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)  # --samples, per case
+    compare_where: dict[str, tuple[str, bool]] = field(default_factory=dict)  # --compare-where: output -> mask
 
 
 @dataclass
@@ -85,6 +86,7 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
         names = output_names(base, spec, ref, config, notes)
     if labels:
         names[0] = PROBS
+    ref.compare_where = compare_where(config, spec, names, ref)
     prep = Prepared(module, all_cases, ref, names, image, labels, _export_args(spec, ref, all_cases), noise=noise,
                     notes=notes)
     prep.softmax = softmax
@@ -137,12 +139,33 @@ def static_conversion(source: Source, spec: InputSpec, prep: Prepared, config: B
     import torch
 
     wrapped = wrap(module, spec.names(), prep.image, softmax=prep.softmax)
-    ref = Reference({"example": prep.ref.samples["example"]}, {"example": prep.ref.outputs["example"]})
+    ref = Reference({"example": prep.ref.samples["example"]}, {"example": prep.ref.outputs["example"]},
+                    compare_where=prep.ref.compare_where)
     args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
     static = Prepared(wrapped, cases(fixed_spec), ref, prep.names, prep.image, prep.labels, args, noise=prep.noise)
     static.trace = Trace(wrapped, args, prep.noise)
     prep.static_spec, prep.static_reason = fixed_spec, why
     return static
+
+
+def compare_where(config: BuildConfig, spec: InputSpec, names: list[str], ref: "Reference"
+                  ) -> dict[str, tuple[str, bool]]:
+    """``--compare-where`` checked against the model: a named output, a named input whose shape is
+    a leading part of that output's (at the example case)."""
+    from interop.compare import parse_compare_where
+
+    where = parse_compare_where(list(getattr(config, "compare_where", []) or []))
+    example = ref.samples["example"][0]
+    for output, (mask, _) in where.items():
+        if output not in names or mask not in spec.names():
+            raise SpecError(f"--compare-where {output}:{mask}: the model has no output {output!r} or no input {mask!r}",
+                            hint=f"outputs: {', '.join(names)}; inputs: {', '.join(spec.names())}")
+        out_shape = ref.outputs["example"][0][names.index(output)].shape
+        if tuple(out_shape[: example[mask].ndim]) != tuple(example[mask].shape):
+            raise SpecError(f"--compare-where {output}:{mask}: {mask}'s shape {tuple(example[mask].shape)} is not a "
+                            f"leading part of {output}'s {tuple(out_shape)}",
+                            hint="the mask must index the output's leading axes, e.g. (batch, seq) for (batch, seq, dim)")
+    return where
 
 
 def check_conversion(source: Source, module: Any, spec: InputSpec, ref: "Reference", config: BuildConfig,
@@ -378,7 +401,7 @@ def single_image_cases(prep: Prepared, spec: InputSpec) -> Reference:
     batch = spec.by_name(prep.image.input).dynamic.get(0)
     sharing = [t.name for t in spec.inputs if batch and t.dynamic.get(0) and t.dynamic[0].name == batch.name]
     sharing = sharing or [prep.image.input]
-    out = Reference()
+    out = Reference(compare_where=prep.ref.compare_where)
     for case, samples in prep.ref.samples.items():
         if samples[0][prep.image.input].shape[0] == 1:
             out.samples[case], out.outputs[case] = samples, prep.ref.outputs[case]
