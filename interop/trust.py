@@ -392,3 +392,28 @@ def check_artifact(path: Path) -> None:
         check_onnx(path)
     elif name.endswith((".mlpackage", ".mlpackage/")):
         check_package(path)
+
+
+def import_entry_point(text: str, what: str, error: type, fn_hint: str) -> tuple[Any, Any]:
+    """Import ``MODULE:FN`` for ``what`` (a model factory, a --sampler): this runs the module's
+    code, from the current folder or an installed package -- the one place interop does that.
+    Returns (module, fn); a bad name, a failing import or a missing callable is ``error`` (exit 2)."""
+    import importlib
+    import sys
+
+    from interop.errors import first_line
+
+    mod_name, _, fn_name = text.partition(":")
+    if not (mod_name and fn_name and all(p.isidentifier() for p in mod_name.split(".")) and fn_name.isidentifier()):
+        raise error(f"bad {what} {text!r}", hint="write MODULE:FN, e.g. mypkg.models:build")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise error(f"cannot import {mod_name!r} for {what} {text}: {first_line(exc)}",
+                    hint="run from the folder that holds it, or install it") from exc
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise error(f"{mod_name} has no callable {fn_name!r} for {what}", hint=fn_hint)
+    return module, fn

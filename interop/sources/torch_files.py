@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import inspect
 import json
 import os
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,19 +241,11 @@ def _looks_like_factory(text: str) -> bool:
 
 
 def _from_factory(spec: str) -> Source:
+    from interop.trust import import_entry_point
+
     if not _looks_like_factory(spec):
         raise LoadError(f"bad factory {spec!r}", hint="write MODULE:FN, e.g. mypkg.models:build")
-    mod_name, _, fn_name = spec.partition(":")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(mod_name)
-    except Exception as exc:
-        raise LoadError(f"cannot import {mod_name!r} for factory {spec}: {first_line(exc)}",
-                        hint="run from the folder that holds it, or install it") from exc
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise LoadError(f"{mod_name} has no callable {fn_name!r}", hint="name a function that returns an nn.Module")
+    module, fn = import_entry_point(spec, "factory", LoadError, "name a function that returns an nn.Module")
     try:
         model = fn()
     except Exception as exc:

@@ -19,9 +19,7 @@ replaces the inputs it returns; it is user code imported from the current folder
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -203,18 +201,7 @@ class Sampler:
 
 def load_sampler(text: str) -> Sampler:
     """Import ``MODULE:FN`` (from the current folder or an installed package): runs its code."""
-    mod_name, _, fn_name = text.partition(":")
-    if not (mod_name and fn_name and all(p.isidentifier() for p in mod_name.split(".")) and fn_name.isidentifier()):
-        raise SpecError(f"bad --sampler {text!r}", hint="write MODULE:FN, e.g. mysamplers:draw")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(mod_name)
-    except Exception as exc:
-        raise SpecError(f"cannot import {mod_name!r} for --sampler {text}: {first_line(exc)}",
-                        hint="run from the folder that holds it, or install it") from exc
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise SpecError(f"{mod_name} has no callable {fn_name!r} for --sampler",
-                        hint="name a function FN(shapes, rng) -> {input name: array}")
+    from interop.trust import import_entry_point
+
+    _, fn = import_entry_point(text, "--sampler", SpecError, "name a function FN(shapes, rng) -> {input name: array}")
     return Sampler(text, fn)

@@ -11,7 +11,7 @@ from typing import Any
 
 from interop import __version__
 from interop.settings import BuildConfig, resolve
-from interop.errors import ExportError
+from interop.errors import ExportError, SpecError
 from interop import sources
 from interop.sources.torch_files import Source
 from interop.support.limits import check_request, check_sample_count
