@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from interop.settings import BuildConfig
-from interop.errors import InteropError, SpecError
+from interop.errors import SpecError
 from interop.sources.torch_files import Source
 from interop.stages.preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
 from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from interop import patches
-from interop.errors import ExportError, first_line, SpecError
+from interop.errors import SpecError, first_line
 from interop.support.quiet import Noise, captured
 from interop.stages.spec import Case, InputSpec, case_shape
 from interop.targets.coreml_hints import missing_ops
