@@ -310,3 +310,16 @@ def test_coremltools_own_compression_op_tests_pass_on_the_reference_runtime(tmp_
     assert summary.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(summary.read_text())
     assert data["runnable_mlprogram"] >= 60 and data["pass_rate"] == 1.0, data["failing_ops"]
+
+
+def test_int8_static_calibrates_on_the_users_samples(tmp_path):
+    """--calibration FILE.npz feeds quantize_static: the variant is built and measured, not failed
+    on reading the samples."""
+    from interop import build
+    from scripts.compression_table import calibration_file
+
+    entry = zoo.ZOO["cnn"]
+    report = build(entry.config(out=str(tmp_path), targets=["onnx"], compress=["int8-static"],
+                                calibration=str(calibration_file(entry, tmp_path)))).data
+    row = next(r for r in report["variants"] if r["variant"] == "int8-static")
+    assert row.get("status") != "failed" and row["psnr_db"] is not None and row["bytes"] > 0, row

@@ -28,9 +28,13 @@ def _base_bytes(report: Any, target: str) -> int:
 
 
 def calibration_samples(config: Any, spec: Any) -> list[dict[str, Any]]:
+    """The --calibration samples: arrays named after the inputs (a leading axis of samples), read
+    like --samples' example case."""
     from interop.stages.prepare import load_user_samples
 
-    return load_user_samples(config.calibration, spec) if getattr(config, "calibration", None) else []
+    if not getattr(config, "calibration", None):
+        return []
+    return load_user_samples(config.calibration, spec).get("example", [])
 
 
 def build_variants(ctx: Any, report: Any, chosen: list[Any]) -> None:
