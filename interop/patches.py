@@ -157,6 +157,14 @@ PATCHES: tuple[Patch, ...] = (
           "the TorchScript exporter serializes a second copy of every weight; interop stores one copy itself",
           "torch 2.13.0", "during the TorchScript ONNX export (interop build, bench)",
           "interop/targets/onnx_weights.py:weights_apart (through patches.swapped)"),
+    Patch("onnx2torch-import-and-converters", "onnx2torch",
+          "a placeholder torchvision module while onnx2torch is imported (removed right after); converters "
+          "added to its registry for the ops and opset versions it lacks (sources/onnx_extra_ops.py, "
+          "onnx_convert.VERSION_ALIASES)",
+          "onnx2torch imports torchvision only for NMS/RoiAlign, and torchvision cannot be installed beside the "
+          "CPU torch; it has no LSTM, GRU or Gelu-20 and stops at opset ~16",
+          "onnx2torch 1.5.15", "from the first conversion of an .onnx source on (process-wide)",
+          "interop/sources/onnx_convert.py:_import_onnx2torch"),
     Patch("conformance-macos", "coremltools",
           "coremltools._deps._IS_MACOS, testing_utils._IS_MACOS, models' _is_macos / _macos_version, "
           "model._MLModelProxy = None", "coremltools' op tests predict only on macOS; here they run on the "
