@@ -21,16 +21,12 @@ module's name appended to ``BUILTIN`` (or imported by whoever uses it: a test, a
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from interop.support.registry import RegistrationError, Registry
+
 BUILTIN = ("interop.sources.kinds",)
-_REGISTRY: dict[str, "SourceKind"] = {}
-_loaded = False
-
-
-class RegistrationError(RuntimeError):
-    """Two source kinds claim one name (a programming error, not a user's)."""
+_REGISTRY = Registry("a source kind named", BUILTIN)
 
 
 class SourceKind:
@@ -70,24 +66,16 @@ def register_source(cls: type) -> type:
     kind = cls()
     if not kind.name:
         raise RegistrationError(f"{cls.__name__} needs a name")
-    if kind.name in _REGISTRY:
-        raise RegistrationError(f"a source kind named {kind.name!r} is already registered "
-                                f"({type(_REGISTRY[kind.name]).__module__})")
-    _REGISTRY[kind.name] = kind
+    _REGISTRY.add(kind.name, kind)
     return cls
 
 
 def unregister_source(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def registered() -> dict[str, SourceKind]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN:
-            importlib.import_module(module)
-    return dict(_REGISTRY)
+    return _REGISTRY.all()
 
 
 def for_model(model: str) -> SourceKind:

@@ -9,18 +9,13 @@ Targets from elsewhere (tests, other packages) register by importing their modul
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from interop.errors import SpecError
+from interop.support.registry import RegistrationError, Registry
 
 BUILTIN = ("interop.targets.onnx", "interop.targets.coreml", "interop.targets.coreai")
-_REGISTRY: dict[str, Any] = {}
-_loaded = False
-
-
-class RegistrationError(RuntimeError):
-    """Two targets claim one name (a programming error, not a user's)."""
+_REGISTRY = Registry("a target named", BUILTIN)
 
 
 def register_target(cls: type) -> type:
@@ -28,30 +23,18 @@ def register_target(cls: type) -> type:
     target = cls()
     if not target.name or not target.suffix:
         raise RegistrationError(f"{cls.__name__} needs a name and a suffix")
-    if target.name in _REGISTRY:
-        raise RegistrationError(f"a target named {target.name!r} is already registered "
-                                f"({type(_REGISTRY[target.name]).__module__})")
-    _REGISTRY[target.name] = target
+    _REGISTRY.add(target.name, target)
     return cls
 
 
 def unregister_target(name: str) -> None:
     """Remove a registered target (tests register throwaway targets)."""
-    _REGISTRY.pop(name, None)
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN:
-            importlib.import_module(module)
+    _REGISTRY.remove(name)
 
 
 def registered() -> dict[str, Any]:
     """Every registered target by name, in registration order (built-ins first)."""
-    _load_builtin()
-    return dict(_REGISTRY)
+    return _REGISTRY.all()
 
 
 def get(name: str) -> Any:

@@ -13,12 +13,12 @@ data in :mod:`interop.variants.gates`.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from interop.errors import SpecError
+from interop.support.registry import Registry
 
 KNOWN = ("int8", "int4", "palettize4", "palettize6", "palettize8", "fp16", "int8-static")
 NEEDS_CALIBRATION = ("int8-static",)
@@ -29,8 +29,7 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("onnx", "palettize8"): "palettization (k-means lookup tables) has no ONNX form: skipped",
     ("coreml", "fp16"): "Core ML's default precision already is fp16 (the base package, --precision fp16): skipped",
 }
-_REGISTRY: dict[tuple[str, str], "Variant"] = {}
-_loaded = False
+_REGISTRY = Registry("variant", BUILTIN)
 
 
 @dataclass
@@ -54,21 +53,14 @@ def register_variant(target: str, name: str, library: str = "") -> Callable:
     def register(make: Callable) -> Callable:
         if name not in KNOWN:
             raise RuntimeError(f"variant {name!r} is not one of {KNOWN}")
-        if (target, name) in _REGISTRY:
-            raise RuntimeError(f"variant {target}:{name} is already registered")
-        _REGISTRY[(target, name)] = Variant(target, name, make, library)
+        _REGISTRY.add((target, name), Variant(target, name, make, library), owner=make.__module__)
         return make
 
     return register
 
 
 def registered() -> dict[tuple[str, str], Variant]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN:
-            importlib.import_module(module)
-    return dict(_REGISTRY)
+    return _REGISTRY.all()
 
 
 def get(target: str, name: str) -> Variant | None:
