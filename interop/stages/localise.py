@@ -66,22 +66,13 @@ def _all_ops(block: Any):
 def first_onnx_departure(path: Path, module: Any, sample: dict[str, np.ndarray], names: list[str]) -> str | None:
     """The first PyTorch layer after which no layer's value can be found among the ONNX graph's
     intermediate tensors (ONNX Runtime run with every node output exposed)."""
-    import onnx
-    import onnxruntime as ort
+    from interop.runtimes.onnxruntime import run_all_outputs
 
     torch_values = _module_outputs(module, sample, names)
     if not torch_values:
         return None
-    model = onnx.load(str(path))
-    existing = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for out in node.output:
-            if out and out not in existing:
-                model.graph.output.append(onnx.ValueInfoProto(name=out))
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        feeds = {i.name: sample[i.name] for i in sess.get_inputs()}
-        values = list(sess.run(None, feeds))
+        values = list(run_all_outputs(path, sample)[0].values())
     except Exception:
         return None
     layer = departure_layer(torch_values, values)

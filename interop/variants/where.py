@@ -73,29 +73,11 @@ def _weight_of(op: Any) -> str:
     return ""
 
 
-def _onnx_values(path: Path, sample: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[Any]]:
-    """Every node output of the model at ``path`` on ``sample`` (ONNX Runtime), and its nodes."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(path))
-    existing = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for out in node.output:
-            if out and out not in existing:
-                model.graph.output.append(onnx.ValueInfoProto(name=out))
-                existing.add(out)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    feeds = {i.name: sample[i.name] for i in sess.get_inputs()}
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(None, feeds))), list(model.graph.node)
-
-
 def onnx_where(base: Path, variant: Path, sample: dict[str, np.ndarray], gate: Gate) -> str | None:
-    want, _ = _onnx_values(base, sample)
-    got, nodes = _onnx_values(variant, sample)
+    from interop.runtimes.onnxruntime import run_all_outputs
+
+    want, _ = run_all_outputs(base, sample)
+    got, nodes = run_all_outputs(variant, sample)
     for node in nodes:
         for out in node.output:
             m = _below(want.get(out), got.get(out), gate)
