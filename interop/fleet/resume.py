@@ -78,11 +78,9 @@ def module_file(module: str, base: Path) -> Path | None:
 
 
 def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
+    from interop.sources.torch_files import file_sha256
+
+    return bytes.fromhex(file_sha256(path))
 
 
 def previous(folder: Path, digest: str) -> dict[str, Any] | None:

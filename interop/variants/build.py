@@ -69,25 +69,33 @@ def build_variants(ctx: Any, report: Any, chosen: list[Any]) -> None:
 
 def build_one(target: Any, name: str, ctx: Any, vctx: VariantContext, report: Any, row: dict[str, Any],
               gate: Gate) -> None:
-    from interop.targets.onnx import first_line
-
     variant = get(target.name, name)
     base = report.artifacts[target.name]
     out = ctx.work / f"{ctx.stem}.{name}{target.suffix}"
     row["library"] = variant.library
+    if compress_into(row, out, lambda: variant.make(base, out, vctx), variant.library, report, target.name):
+        judge(target, out, base, ctx, row, gate)
+
+
+def compress_into(row: dict[str, Any], out: Path, make: Any, who: str, report: Any, target: str) -> bool:
+    """Run ``make()`` (it writes the variant to ``out``) and record its info, size, ratio to the
+    base artifact and seconds in ``row``; a library that cannot compress the model is a failed
+    variant (False), not a crash. The written variant is registered for the commit."""
+    from interop.errors import first_line
+
     started = time.perf_counter()
     try:
-        info = variant.make(base, out, vctx)
-    except Exception as exc:  # the library could not compress this model: a failed variant, not a crash
+        info = make()
+    except Exception as exc:
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
-        row.update(status="failed", passed=False, error=f"{variant.library} failed: {first_line(exc)}",
+        row.update(status="failed", passed=False, error=f"{who} failed: {first_line(exc)}",
                    seconds=round(time.perf_counter() - started, 3))
-        return
+        return False
     row.update({k: v for k, v in info.items() if k not in row})
     row.update(bytes=size_of(out), seconds=round(time.perf_counter() - started, 3))
-    row["ratio"] = round(row["bytes"] / max(1, _base_bytes(report, target.name)), 4)
-    report.variant_artifacts[f"{target.name}:{name}"] = out
-    judge(target, out, base, ctx, row, gate)
+    row["ratio"] = round(row["bytes"] / max(1, _base_bytes(report, target)), 4)
+    report.variant_artifacts[f"{target}:{row['variant']}"] = out
+    return True
 
 
 def judge(target: Any, out: Path, base: Path, ctx: Any, row: dict[str, Any], gate: Gate) -> None:

@@ -20,8 +20,6 @@ below the gate).
 from __future__ import annotations
 
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,22 +96,14 @@ def build_generation_variants(config: Any, model: Any, work: Path, stem: str, re
 
 def _build_one(target: str, name: str, out: Path, config: Any, model: Any, report: Any, row: dict[str, Any],
                gate: Gate, prompt: np.ndarray, ref: tuple) -> None:
-    from interop.targets.onnx import first_line
-    from interop.variants.build import _base_bytes, size_of
+    from interop.variants.build import compress_into
 
-    started = time.perf_counter()
-    try:
+    def compress() -> dict[str, Any]:
         info, row["library"] = make(target, name, report.artifacts[target], out)
-    except Exception as exc:  # the library could not compress this model: a failed variant, not a crash
-        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
-        row.update(status="failed", passed=False, error=f"compressing failed: {first_line(exc)}",
-                   seconds=round(time.perf_counter() - started, 3))
-        return
-    row.update({k: v for k, v in info.items() if k not in row})
-    row.update(bytes=size_of(out), seconds=round(time.perf_counter() - started, 3))
-    row["ratio"] = round(row["bytes"] / max(1, _base_bytes(report, target)), 4)
-    report.variant_artifacts[f"{target}:{name}"] = out
-    judge(target, out, model, prompt, ref, config, row, gate)
+        return info
+
+    if compress_into(row, out, compress, "compressing", report, target):
+        judge(target, out, model, prompt, ref, config, row, gate)
 
 
 def judge(target: str, out: Path, model: Any, prompt: np.ndarray, ref: tuple, config: Any, row: dict[str, Any],
