@@ -232,9 +232,8 @@ def _generated_sections(path: Path) -> str:
     import re
 
     text = path.read_text() if path.exists() else ""
-    blocks = re.findall(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S)
     kept = [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S)]
-    return "".join("\n" + block + "\n" for block in kept) if blocks else ""
+    return "".join("\n" + block + "\n" for block in kept)
 
 
 def main() -> None:

@@ -10,8 +10,6 @@ section between the markers below is replaced (the rest of the doc is scripts/co
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.doc_sections import replace_section, run_worker  # noqa: E402
+
 DOC = ROOT / "docs" / "coverage.md"
 BEGIN, END = "<!-- coreai:begin -->", "<!-- coreai:end -->"
 TIMEOUT = 900
@@ -46,17 +47,8 @@ def worker(name: str, precision: str) -> dict[str, Any]:
 
 
 def run(name: str, precision: str) -> dict[str, Any]:
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from scripts.coverage_coreai import worker; "
-            f"print('RESULT ' + json.dumps(worker({name!r}, {precision!r})))")
-    try:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "error": f"timed out after {TIMEOUT} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"status": "failed", "error": f"worker crashed: {tail[:200]}"}
+    result, why = run_worker("scripts.coverage_coreai", f"worker({name!r}, {precision!r})", TIMEOUT)
+    return result if result is not None else {"status": "failed", "error": f"worker: {why}"}
 
 
 def cell(r: dict[str, Any]) -> str:
@@ -96,12 +88,7 @@ def main() -> None:
         results[name] = run(name, args.precision)
         print(name, cell(results[name]), flush=True)
     section = render(results, args.precision)
-    text = DOC.read_text()
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
+    replace_section(DOC, BEGIN, END, section)
 
 
 if __name__ == "__main__":

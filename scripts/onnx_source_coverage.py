@@ -9,8 +9,6 @@ Writes the "ONNX sources" section of docs/coverage.md (between its markers).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from scripts.doc_sections import replace_section, run_worker  # noqa: E402
 DOC = ROOT / "docs" / "coverage.md"
 BEGIN, END = "<!-- onnx-source:begin -->", "<!-- onnx-source:end -->"
 TIMEOUT = 900
@@ -51,17 +50,8 @@ def worker(name: str, folder: Path) -> dict[str, Any]:
 
 def run(name: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="interop-onnxcov-") as tmp:
-        code = ("import json, sys; sys.path.insert(0, %r); from scripts.onnx_source_coverage import worker; "
-                "from pathlib import Path; print(json.dumps(worker(%r, Path(%r))))") % (str(ROOT), name, tmp)
-        try:
-            proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timeout after {TIMEOUT} s"}
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            return {"error": (proc.stderr.strip().splitlines() or ["crashed"])[-1][:200]}
-        return json.loads(lines[-1])
+        result, why = run_worker("scripts.onnx_source_coverage", f"worker({name!r}, Path({tmp!r}))", TIMEOUT)
+    return result if result is not None else {"error": why}
 
 
 def row(name: str, r: dict[str, Any]) -> str:
@@ -101,12 +91,7 @@ def main() -> None:
                f"Core ML built and agreeing: {ok}/{len(results)} ({fixed} of them at fixed example shapes).", "",
                "| model | opset | ONNX | onnx2torch vs ONNX Runtime | Core ML |", "|---|---|---|---|---|"]
     section += [row(n, r) for n, r in results.items()] + ["", END]
-    text = DOC.read_text() if DOC.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + "\n".join(section) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(section) + "\n"
-    DOC.write_text(text)
+    replace_section(DOC, BEGIN, END, "\n".join(section))
 
 
 if __name__ == "__main__":
