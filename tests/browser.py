@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,23 @@ class Page:
         self._buffer, self._id = b"", 0
         target = next(t for t in self.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
         self.session = self.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)["sessionId"]
-        for _ in range(2000):  # wait for the document, not for a duration
-            if self.eval(f"location.href === {json.dumps(path.as_uri())} && document.readyState") == "complete":
-                break
-            time.sleep(0.01)
+        self._wait_for_document(path.as_uri())
+
+    def _wait_for_document(self, uri: str) -> None:
+        """Until the page's own document has loaded: a promise in the page resolves on its load
+        event (no clock). Asked in the blank document chromium starts with, the navigation destroys
+        that context and the question is asked again in the new one."""
+        loaded = ("new Promise(r => { const ok = () => location.href === %s && document.readyState === 'complete';"
+                  " if (ok()) r(true); else addEventListener('load', () => r(ok())); })" % json.dumps(uri))
+        for _ in range(100):  # navigations, not seconds
+            try:
+                reply = self.send("Runtime.evaluate", self.session, expression=loaded, awaitPromise=True,
+                                  returnByValue=True)
+            except RuntimeError:  # the context was destroyed by the navigation
+                continue
+            if reply["result"].get("value") is True:
+                return
+        raise RuntimeError(f"chromium never loaded {uri}")
 
     def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
         self._id += 1
