@@ -3,7 +3,7 @@ what it changes, why, the version it was checked against, and when it is in effe
 
 Most are applied only while interop needs them and undone afterwards (``applied``); a few stay for
 the rest of the process (``install``: the CLI's typer fix, and callers of
-``targets.coreml_ops.register`` such as tests and scripts). ``interop doctor`` lists them
+``targets.coreml.ops.register`` such as tests and scripts). ``interop doctor`` lists them
 (``listing``). A new patch: a ``Patch`` appended to ``PATCHES`` with its ``apply`` (apply, return
 the undo), and ``with patches.applied("its-name"):`` where it is needed -- never an assignment into
 a library elsewhere in interop.
@@ -89,7 +89,7 @@ def _coremltools_torch_ops() -> Undo:
     registry's previous entries."""
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
 
-    from interop.targets.coreml_ops import swap_group_norm_impl, translations
+    from interop.targets.coreml.ops import swap_group_norm_impl, translations
 
     added, replaced = translations()
     restore_group_norm = swap_group_norm_impl()
@@ -128,7 +128,7 @@ def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 def _fp16_overflow_check() -> Undo:
     from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
 
-    from interop.targets.coreml import _FP16_OVERFLOW
+    from interop.targets.coreml.target import _FP16_OVERFLOW
 
     return swap(FP16ComputePrecision, "fp16_overflow", _FP16_OVERFLOW)
 
@@ -146,17 +146,17 @@ PATCHES: tuple[Patch, ...] = (
           "fail on dynamic or rank-6 shapes, group_norm on a flexible batch (each reason in coreml_ops.OVERRIDES; "
           "group_norm's shared _group_norm_impl is swapped too)",
           "coremltools 9.0", "during Core ML conversion (interop build); process-wide after coreml_ops.register()",
-          "interop/targets/coreml_ops.py", _coremltools_torch_ops),
+          "interop/targets/coreml/ops.py", _coremltools_torch_ops),
     Patch("coremltools-fp16-overflow-check", "coremltools",
           "FP16ComputePrecision.fp16_overflow: the same test, a chunk at a time",
           "coremltools' own builds np.where over the whole constant: 560 MB for BERT-base's embedding table, "
           "the peak of the whole build", "coremltools 9.0", "during Core ML conversion (interop build)",
-          "interop/targets/coreml.py:_fp16_overflow", _fp16_overflow_check),
+          "interop/targets/coreml/target.py:_fp16_overflow", _fp16_overflow_check),
     Patch("torch-onnx-export-params", "torch",
           "torch._C.Graph._export_onnx is wrapped to leave large parameters out of the serialized model",
           "the TorchScript exporter serializes a second copy of every weight; interop stores one copy itself",
           "torch 2.13.0", "during the TorchScript ONNX export (interop build, bench)",
-          "interop/targets/onnx_weights.py:weights_apart (through patches.swapped)"),
+          "interop/targets/onnx/weights.py:weights_apart (through patches.swapped)"),
     Patch("onnx2torch-import-and-converters", "onnx2torch",
           "a placeholder torchvision module while onnx2torch is imported (removed right after); converters "
           "added to its registry for the ops and opset versions it lacks (sources/onnx_extra_ops.py, "

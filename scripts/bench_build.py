@@ -26,7 +26,7 @@ eager modules and get torch's default exporter. ``mobilenet_v2.pt`` carries an i
 labels, so interop builds it as an image classifier (more work); the raw recipe converts it as a
 plain tensor model. coremltools lacks translations for a few ops real models use (``new_ones`` in
 BERT, for one); without them the raw recipe fails outright, so it registers interop's small op
-patches (interop/targets/coreml_ops.py) -- same conversion, just no checks.
+patches (interop/targets/coreml/ops.py) -- same conversion, just no checks.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def raw_recipe(source: str, out: str) -> None:
     import coremltools as ct
 
     sys.path.insert(0, str(REPO))
-    from interop.targets.coreml_ops import register  # the op translations coremltools lacks (see doc)
+    from interop.targets.coreml.ops import register  # the op translations coremltools lacks (see doc)
 
     register()
     step("imports")

@@ -141,7 +141,7 @@ def _check_raw(module: Any, spec: Any, out: dict[str, Any], folder: Path) -> Non
     from interop.runtimes.torch_ref import run_torch
     from interop.stages.spec import cases, make_sample
     from interop.targets import flat_module
-    from interop.targets.onnx import check_declared_shapes
+    from interop.targets.onnx.target import check_declared_shapes
 
     flat = flat_module(module)
     declared = onnx.load(out["onnx"]["path"], load_external_data=False) if out["onnx"]["status"] == "ok" else None

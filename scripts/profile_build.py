@@ -218,9 +218,9 @@ def _instrument(timer: _Timer, libraries: bool = True) -> None:
     from interop.runtimes import mil
 
     modules = []
-    for name in ("interop.stages.pipeline", "interop.stages.prepare", "interop.stages.preflight", "interop.targets.onnx",
-                 "interop.targets.onnx_weights",
-                 "interop.targets.coreml", "interop.runtimes.onnxruntime", "interop.runtimes.torch_ref",
+    for name in ("interop.stages.pipeline", "interop.stages.prepare", "interop.stages.preflight", "interop.targets.onnx.target",
+                 "interop.targets.onnx.weights",
+                 "interop.targets.coreml.target", "interop.runtimes.onnxruntime", "interop.runtimes.torch_ref",
                  "interop.sources.torch_files", "interop.stages.resolve"):
         try:
             modules.append(importlib.import_module(name))

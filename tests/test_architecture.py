@@ -239,7 +239,7 @@ print(json.dumps([before[0].get("diff") is None, during, nested, after]))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     absent, (modules, same_check), nested, (registry_back, check_back) = json.loads(done.stdout.splitlines()[-1])
-    assert absent and modules == ["interop.targets.coreml_ops"] * 3 and not same_check and nested
+    assert absent and modules == ["interop.targets.coreml.ops"] * 3 and not same_check and nested
     assert registry_back and check_back
 
 

@@ -213,7 +213,7 @@ def test_large_model_gets_external_data_next_to_the_onnx(tmp_path, monkeypatch):
     import onnxruntime as ort
 
     from interop import BuildConfig, build
-    from interop.targets import onnx as onnx_target
+    from interop.targets.onnx import target as onnx_target
 
     monkeypatch.setattr(onnx_target, "EXTERNAL_DATA_BYTES", 100)
     report = build(BuildConfig(model="tests.fixtures.models:three_layers", inputs=["x:2x6"], targets=["onnx"],

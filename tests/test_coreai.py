@@ -166,7 +166,7 @@ def test_missing_runtime_is_not_executed_never_passed(monkeypatch, cnn_all):
 def test_shapes_outside_the_declared_range_are_refused():
     """The runtime runs any size on a '?' dim; interop checks the metadata's ranges itself."""
     from interop.errors import ExportError
-    from interop.targets.coreai import check_shapes
+    from interop.targets.coreai.target import check_shapes
 
     class Session:
         inputs = {"x": ("float32", [None, 3])}

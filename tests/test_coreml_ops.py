@@ -1,4 +1,4 @@
-"""Each translation in interop.targets.coreml_ops, converted through both capture paths
+"""Each translation in interop.targets.coreml.ops, converted through both capture paths
 (torch.jit.trace and torch.export) and executed by the Core ML reference runtime, against torch."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from interop.targets import coreml_ops as patches
+from interop.targets.coreml import ops as patches
 
 
 class Diff(nn.Module):

@@ -38,7 +38,7 @@ CHILD = textwrap.dedent('''
     def wide():  # the factory hands over the model already in memory: it is part of the baseline
         return MODEL
 
-    import interop.targets.onnx_weights as weights
+    import interop.targets.onnx.weights as weights
     if sys.argv[1] == "plain":  # what the export does without onnx_weights: torch serializes the weights
         import contextlib
         weights.weights_apart = contextlib.contextmanager(lambda threshold=0: (yield weights.Held()))

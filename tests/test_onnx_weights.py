@@ -1,4 +1,4 @@
-"""The ONNX target holds models without their weights (interop/targets/onnx_weights.py): every
+"""The ONNX target holds models without their weights (interop/targets/onnx/weights.py): every
 rule pinned against what the tools do with the weights in memory -- the same exported model as
 torch's own export, the same file as onnx.save, the same dim names from shape inference, the
 same onnxsim result, the same numerics in ONNX Runtime."""
@@ -18,8 +18,8 @@ from torch import nn
 
 from interop import BuildConfig
 from interop.support.quiet import Noise
-from interop.targets import onnx_weights
-from interop.targets.onnx import export_once, name_dims, simplify_stored
+from interop.targets.onnx import weights as onnx_weights
+from interop.targets.onnx.target import export_once, name_dims, simplify_stored
 from tests import zoo
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def test_simplifying_the_weightless_model_gives_onnxsims_own_result(name, tmp_pa
     [np.nan], [np.nan, 1e5], [], [3e4, -2e38, 7e4], [65505.0],
 ])
 def test_fp16_range_check_is_coremltools_own(values):
-    from interop.targets.coreml import beyond_fp16
+    from interop.targets.coreml.target import beyond_fp16
 
     for shape in ((len(values),), (1, len(values), 1)):
         value = np.array(values, dtype=np.float32).reshape(shape)
@@ -388,7 +388,7 @@ def test_fp16_range_check_is_installed_in_coremltools_while_converting():
     from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
 
     from interop import patches
-    from interop.targets.coreml import _FP16_OVERFLOW
+    from interop.targets.coreml.target import _FP16_OVERFLOW
 
     theirs = FP16ComputePrecision.__dict__["fp16_overflow"]
     with patches.applied(*patches.COREML_CONVERSION):

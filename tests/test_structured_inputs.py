@@ -497,7 +497,7 @@ def test_without_the_kind_the_recommender_cannot_be_checked():
     assert result.exit_code == 2 and "offsets" in result.output, result.output
 
 
-# --- the Core ML translations of embedding_bag and index_add (targets/coreml_structured_ops.py) ----
+# --- the Core ML translations of embedding_bag and index_add (targets/coreml/structured_ops.py) ----
 
 
 class Bag(nn.Module):
@@ -569,7 +569,7 @@ def test_structured_ops_translate_to_core_ml_and_agree_with_torch(module, count,
     from torch.export import Dim
 
     from interop.runtimes import mil
-    from interop.targets import coreml_ops
+    from interop.targets.coreml import ops as coreml_ops
 
     coreml_ops.register()
     torch.manual_seed(0)

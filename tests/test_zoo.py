@@ -190,7 +190,7 @@ def test_gpt2_core_ml_uses_interops_diff(zoo_build):
     """coremltools has no aten::diff (transformers' masks use it): GPT-2 converts with the patch."""
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    from interop.targets import coreml_ops as patches
+    from interop.targets.coreml import ops as patches
 
     report = zoo_build("gpt2")
     assert report["targets"]["coreml"]["status"] == "ok"
@@ -253,7 +253,7 @@ def test_declared_output_dims_the_exporter_left_symbolic_are_inferred():
     import onnx
 
     from interop.stages.spec import InputSpec, apply_dynamic, parse_dynamic, parse_input
-    from interop.targets.onnx import name_dims
+    from interop.targets.onnx.target import name_dims
 
     buffer = io.BytesIO()
     torch.onnx.export(_Upsample(), (torch.randn(2, 3, 4, 4),), buffer, dynamo=False, input_names=["x"],

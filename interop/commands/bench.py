@@ -249,7 +249,7 @@ def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path, trus
     from interop.settings import from_report
     from interop.stages.prepare import output_dims
     from interop.support.quiet import Noise, captured
-    from interop.targets.onnx import export_once, name_dims, save
+    from interop.targets.onnx.target import export_once, name_dims, save
 
     config = from_report(report, trust, "bench")
     config.num_samples = 1  # only the example sample is timed

@@ -15,7 +15,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     from interop.stages.prepare import prepare
     from interop.stages.preflight import op_report
     from interop import targets
-    from interop.targets.onnx import DEFAULT_OPSET
+    from interop.targets.onnx.target import DEFAULT_OPSET
 
     started = time.perf_counter()
     config = resolve(config)  # the same settings, resolved the same way, as `interop build`

@@ -62,7 +62,7 @@ def _export_raw(wrapper: Any, args: tuple, raw: Path, ins: list[str], outs: list
     import torch
 
     from interop.support.memory import release
-    from interop.targets import onnx_weights
+    from interop.targets.onnx import weights as onnx_weights
 
     with torch.no_grad(), onnx_weights.weights_apart() as held:
         torch.onnx.export(wrapper, args, str(raw), input_names=ins, output_names=outs, dynamic_axes=dyn,
@@ -79,8 +79,8 @@ def _write_artifact(raw: Path, path: Path) -> bool:
     """One self-contained .onnx, or (over protobuf's 2 GB) .onnx + .onnx.data; True for the latter."""
     import onnx
 
-    from interop.targets import onnx_weights
-    from interop.targets.onnx import EXTERNAL_DATA_BYTES
+    from interop.targets.onnx import weights as onnx_weights
+    from interop.targets.onnx.target import EXTERNAL_DATA_BYTES
 
     model = onnx.load(str(raw), load_external_data=False)
     return onnx_weights.write(model, path, raw.parent, path.name + ".data", EXTERNAL_DATA_BYTES)

@@ -186,7 +186,7 @@ def build_onnx_file(ctx: Any) -> Any:
     from interop.runtimes.onnxruntime import run_onnx, session
     from interop.stages.agreement import run_cases
     from interop.targets.base import TargetResult
-    from interop.targets.onnx import node_count, simplify
+    from interop.targets.onnx.target import node_count, simplify
 
     source, prep, config = ctx.source, ctx.prep, ctx.config
     model = source.model_proto

@@ -150,7 +150,7 @@ _COREML_PARTIAL = {"linalg_inv": "missing in coremltools for non-constant inputs
 def coreml_support(kind: str) -> str:
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    from interop.targets.coreml_ops import PATCHED, register
+    from interop.targets.coreml.ops import PATCHED, register
 
     register()
     if kind.startswith("prim::PythonOp"):

@@ -14,7 +14,7 @@ from typing import Any
 from interop.errors import SpecError
 from interop.support.registry import RegistrationError, Registry
 
-BUILTIN = ("interop.targets.onnx", "interop.targets.coreml", "interop.targets.coreai")
+BUILTIN = ("interop.targets.onnx.target", "interop.targets.coreml.target", "interop.targets.coreai.target")
 _REGISTRY = Registry("a target named", BUILTIN)
 
 

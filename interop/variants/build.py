@@ -134,7 +134,7 @@ def judge(target: Any, out: Path, base: Path, ctx: Any, row: dict[str, Any], gat
 
 
 def _where(target: Any, base: Path, out: Path, rows: list[Any], ref: Any, spec: Any, gate: Gate) -> str | None:
-    from interop.targets.coreml import coreml_feed
+    from interop.targets.coreml.target import coreml_feed
     from interop.variants.where import where
 
     worst = min(rows, key=lambda r: r.psnr_db)

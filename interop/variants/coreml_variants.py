@@ -159,7 +159,7 @@ def int8_static(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     import coremltools.optimize.coreml as cto
 
     from interop.support.quiet import captured
-    from interop.targets.coreml import coreml_feed
+    from interop.targets.coreml.target import coreml_feed
 
     if not vctx.calibration:
         raise ExportError("int8-static needs calibration samples", hint="pass --calibration FILE.npz")

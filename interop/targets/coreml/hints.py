@@ -47,7 +47,7 @@ def _scripted_control_flow(traced: Callable[[], Any]) -> bool:
 
 def conversion_error(rejected: list[dict[str, str]], traced: Callable[[], Any], capture: str) -> ExportError:
     """The error a failed Core ML conversion raises, with the hint that matches its cause."""
-    from interop.targets.coreml_ops import PATCHED
+    from interop.targets.coreml.ops import PATCHED
 
     reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected)
     ops = missing_ops([r["reason"] for r in rejected])
@@ -55,7 +55,7 @@ def conversion_error(rejected: list[dict[str, str]], traced: Callable[[], Any], 
         parts = []
         for op in ops:
             where = op_paths(traced, op)
-            patched = "patched by interop" if op in PATCHED else "not patched by interop (interop/targets/coreml_ops.py)"
+            patched = "patched by interop" if op in PATCHED else "not patched by interop (interop/targets/coreml/ops.py)"
             parts.append(f"aten::{op} (in {', '.join(where[:3]) or 'the model'}; {patched})")
         return UnsupportedOpError(f"coremltools has no translation for {', '.join(parts)} ({reasons})",
                                   hint="`--targets onnx` ships the ONNX model alone; or replace the op in the model "

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from interop.targets import coreml_structured_ops as structured_ops
+from interop.targets.coreml import structured_ops as structured_ops
 
 # Ops coremltools has no translation for.
 PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones", "__and__": "aten::__and__ (torch.export)",
            "where.scalarother": "aten::where.ScalarOther (torch.export)", "where.scalar": "aten::where.Scalar (torch.export)"}
-PATCHED.update(structured_ops.PATCHED)  # embedding_bag, index_add (interop/targets/coreml_structured_ops.py)
+PATCHED.update(structured_ops.PATCHED)  # embedding_bag, index_add (interop/targets/coreml/structured_ops.py)
 # coremltools' own translations that fail on what real models give them, replaced rather than added
 # (the replacement hands the cases that work back to coremltools' own):
 OVERRIDES = {

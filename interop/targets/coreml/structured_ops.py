@@ -1,6 +1,6 @@
 """Core ML translations of the torch ops that take structured integer inputs and coremltools lacks:
 ``embedding_bag`` (recommenders: bags given by offsets) and ``index_add`` (graph networks:
-messages summed into nodes). Registered by interop.targets.coreml_ops.register, tested against
+messages summed into nodes). Registered by interop.targets.coreml.ops.register, tested against
 torch through both artifacts in tests/test_structured_inputs.py.
 
 embedding_bag (modes sum and mean, 1-D indices with offsets or 2-D indices, per_sample_weights,

@@ -15,7 +15,7 @@ from interop import patches
 from interop.errors import SpecError, first_line
 from interop.support.quiet import Noise, captured
 from interop.stages.spec import Case, InputSpec, case_shape
-from interop.targets.coreml_hints import missing_ops
+from interop.targets.coreml.hints import missing_ops
 
 PATHS = ("auto", "trace", "export")
 PRECISIONS = ("fp16", "fp32")
@@ -219,7 +219,7 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
                          f"({rejected[0]['reason']}); the package declares {mode} shapes {shapes['inputs']} "
                          f"(the ONNX model keeps its dynamic axes)")
         return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes, shapes)
-    from interop.targets.coreml_hints import conversion_error
+    from interop.targets.coreml.hints import conversion_error
 
     raise conversion_error(rejected, traced, capture)
 
@@ -358,7 +358,7 @@ class CoremlTarget(Target):
                   ref: Any) -> None:
         """Say why Core ML disagrees: the capture itself differs from eager PyTorch (checked first),
         or the first MIL op that departs (with the fp16 hint when a value overflows)."""
-        from interop.targets.coreml_hints import capture_difference
+        from interop.targets.coreml.hints import capture_difference
 
         prep, spec = ctx.prep, ctx.spec
         capture = None

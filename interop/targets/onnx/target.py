@@ -12,7 +12,7 @@ from interop.errors import ExportError, first_line
 from interop.support.memory import release
 from interop.support.quiet import Noise, captured
 from interop.stages.spec import InputSpec
-from interop.targets import onnx_weights
+from interop.targets.onnx import weights as onnx_weights
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 DEFAULT_OPSET = 20  # newest opset both exporters of torch 2.13 and onnxruntime 1.32 support

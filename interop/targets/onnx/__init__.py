@@ -1,0 +1,1 @@
+"""The onnx target: one folder holding its export/convert, execute, bench, inspect, metadata and options."""
