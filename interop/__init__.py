@@ -13,7 +13,7 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from interop._version import __version__
 
 from typing import TYPE_CHECKING, Any
 

@@ -326,7 +326,7 @@ _RESOURCE_ERRNOS = {28, 27, 122, 30}  # ENOSPC, EFBIG, EDQUOT, EROFS
 def _guard(fn, json_out: bool = False) -> int:
     """Run a command; an error is one red line on stderr (and, with --json, one JSON object on
     stdout: ``{"passed": false, "error": {"kind", "message", "hint"}}``) and its exit code."""
-    from interop.errors import InteropError
+    from interop.errors import InteropError, first_line
 
     try:
         return fn()
@@ -349,15 +349,15 @@ def _guard(fn, json_out: bool = False) -> int:
             _json_error(json_out, "resource", f"cannot write {exc.filename or 'a file'}: {exc.strerror}",
                         "free space or raise the limit, or pass another --out")
             return 2
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        _red(f"interop: internal error {type(exc).__name__}: {first} — rerun with --debug and report it")
-        _json_error(json_out, "internal", f"{type(exc).__name__}: {first}", "rerun with --debug and report it")
+        first = first_line(exc)
+        _red(f"interop: internal error {first} — rerun with --debug and report it")
+        _json_error(json_out, "internal", first, "rerun with --debug and report it")
         return 1
 
 
 def _json_error(json_out: bool, kind: str, message: str, hint: str | None) -> None:
     if json_out:
-        from interop import __version__
+        from interop._version import __version__
 
         sys.stdout.write(json.dumps({"passed": False, "interop_version": __version__,
                                      "error": {"kind": kind, "message": message, "hint": hint}}, indent=2) + "\n")

@@ -61,12 +61,14 @@ class AgreementError(InteropError):
     kind = "agreement"
 
 
-def first_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, digging through wrappers (torch.onnx's
-    TorchExportError explains nothing itself; its ``__cause__`` does). ANSI colours removed."""
+def first_line(exc: BaseException, typed: bool = True) -> str:
+    """``Type: first line`` of an exception (``typed=False``: the line alone), digging through
+    wrappers (torch.onnx's TorchExportError explains nothing itself; its ``__cause__`` does). ANSI
+    colours removed. Every message that quotes an exception goes through here."""
     import re
 
     while exc.__cause__ is not None and type(exc).__name__ in ("TorchExportError", "ConversionError", "OnnxExporterError"):
         exc = exc.__cause__
     lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    line = lines[0][:300] if lines else ""
+    return f"{type(exc).__name__}: {line}" if typed else line

@@ -4,8 +4,8 @@ what it changes, why, the version it was checked against, and when it is in effe
 Most are applied only while interop needs them and undone afterwards (``applied``); a few stay for
 the rest of the process (``install``: the CLI's typer fix, and callers of
 ``targets.coreml.ops.register`` such as tests and scripts). ``interop doctor`` lists them
-(``listing``). A new patch: a ``Patch`` appended to ``PATCHES`` with its ``apply`` (apply, return
-the undo), and ``with patches.applied("its-name"):`` where it is needed -- never an assignment into
+(``listing``). A new patch: a ``Patch`` appended to ``PATCHES`` with its ``apply`` (the dotted
+``module:function`` that applies it and returns the undo), and ``with patches.applied("its-name"):`` where it is needed -- never an assignment into
 a library elsewhere in interop.
 
 This module imports none of the patched libraries until a patch is applied (the CLI imports it).
@@ -14,7 +14,7 @@ This module imports none of the patched libraries until a patch is applied (the 
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -32,7 +32,10 @@ class Patch:
     checked: str  # the library version it was written and tested against
     scope: str  # when it is in effect
     where: str  # the code implementing it
-    apply: Callable[[], Undo] | None = None  # None: applied by ``where`` itself (declared here)
+    # "module:function" that applies it and returns the undo, imported only when the patch is applied
+    # (the implementation lives beside the code it serves; this inventory imports none of it);
+    # None: applied by ``where`` itself (declared here)
+    apply: str | None = None
 
 
 def swap(owner: Any, attr: str, value: Any) -> Undo:
@@ -82,63 +85,12 @@ def _typer_help_flag() -> Undo:
     return swap(param, "process_value", process_value)
 
 
-def _coremltools_torch_ops() -> Undo:
-    """Register interop's translations (targets/coreml_ops.py) into coremltools' torch frontend
-    through its public ``register_torch_op(override=True)``; ``__and__`` ends in "_", which that
-    refuses (it takes such names for in-place ops), so it is set by name. The undo restores the
-    registry's previous entries."""
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
-
-    from interop.targets.coreml.ops import swap_group_norm_impl, translations
-
-    added, replaced = translations()
-    restore_group_norm = swap_group_norm_impl()
-    mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
-    wanted = {n: f for n, f in added.items() if n not in mapping}  # coremltools' own, where it has one
-    wanted.update(replaced)
-    before = {name: mapping.get(name, _MISSING) for name in wanted}
-    for name, fn in wanted.items():
-        if name.endswith("_"):
-            _TORCH_OPS_REGISTRY.set_func_by_name(fn, name)
-        else:
-            register_torch_op(_named(fn, name), override=True)
-
-    def undo() -> None:
-        for name, fn in before.items():
-            if fn is _MISSING:
-                mapping.pop(name, None)
-            else:
-                mapping[name] = fn
-        restore_group_norm()
-
-    return undo
-
-
-def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``fn`` under the op name (register_torch_op registers a function under its ``__name__``)."""
-
-    @functools.wraps(fn)
-    def translation(context: Any, node: Any) -> Any:
-        return fn(context, node)
-
-    translation.__name__ = translation.__qualname__ = name
-    return translation
-
-
-def _fp16_overflow_check() -> Undo:
-    from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
-
-    from interop.targets.coreml.target import _FP16_OVERFLOW
-
-    return swap(FP16ComputePrecision, "fp16_overflow", _FP16_OVERFLOW)
-
-
 CONFORMANCE = "the coremltools op-test session only (pytest -p interop.runtimes.mil.conformance_plugin)"
 
 PATCHES: tuple[Patch, ...] = (
     Patch("typer-help-flag", "typer", "typer.core._TyperParameter.process_value passes --help's None through",
           "typer coerces the unused --help value through pydantic on every command: ~0.12 s of CPU per run",
-          "typer 0.29.2", "the `interop` command's process", "interop/patches.py:_typer_help_flag", _typer_help_flag),
+          "typer 0.29.2", "the `interop` command's process", "interop/patches.py:_typer_help_flag", "interop.patches:_typer_help_flag"),
     Patch("coremltools-torch-ops", "coremltools",
           "adds torch op translations coremltools lacks and replaces four that fail on real models "
           "(targets/coreml_ops.py: PATCHED, OVERRIDES)",
@@ -146,12 +98,12 @@ PATCHES: tuple[Patch, ...] = (
           "fail on dynamic or rank-6 shapes, group_norm on a flexible batch (each reason in coreml_ops.OVERRIDES; "
           "group_norm's shared _group_norm_impl is swapped too)",
           "coremltools 9.0", "during Core ML conversion (interop build); process-wide after coreml_ops.register()",
-          "interop/targets/coreml/ops.py", _coremltools_torch_ops),
+          "interop/targets/coreml/ops.py", "interop.targets.coreml.patches:coremltools_torch_ops"),
     Patch("coremltools-fp16-overflow-check", "coremltools",
           "FP16ComputePrecision.fp16_overflow: the same test, a chunk at a time",
           "coremltools' own builds np.where over the whole constant: 560 MB for BERT-base's embedding table, "
           "the peak of the whole build", "coremltools 9.0", "during Core ML conversion (interop build)",
-          "interop/targets/coreml/target.py:_fp16_overflow", _fp16_overflow_check),
+          "interop/targets/coreml/target.py:_fp16_overflow", "interop.targets.coreml.patches:fp16_overflow_check"),
     Patch("torch-onnx-export-params", "torch",
           "torch._C.Graph._export_onnx is wrapped to leave large parameters out of the serialized model",
           "the TorchScript exporter serializes a second copy of every weight; interop stores one copy itself",
@@ -224,7 +176,8 @@ def _apply(name: str) -> Undo:
     patch = _BY_NAME[name]
     if patch.apply is None:
         raise ValueError(f"patch {name!r} is applied by {patch.where}, not through interop.patches")
-    return patch.apply()
+    module, _, function = patch.apply.partition(":")
+    return getattr(importlib.import_module(module), function)()
 
 
 def listing() -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from interop import __version__
+from interop._version import __version__
 from interop.compare import DEFAULT_TOLERANCES, OutputDiff
 
 NOT_EXECUTED = "not executed"

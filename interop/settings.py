@@ -266,7 +266,7 @@ def _same(a: Path, b: Path) -> bool:
 
 def validate(config: BuildConfig, check_targets: bool = True) -> None:
     """Choices and ranges of a resolved config (exit 2 on an unknown one)."""
-    from interop import targets
+    from interop import targets, tasks
     from interop.compare import parse_tolerance
 
     if check_targets:
@@ -276,7 +276,7 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
     choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
                ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
                ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")),
-               ("task", config.task, ("auto", "text-generation", "default")))
+               ("task", config.task, ("auto", *tasks.names())))
     for flag, value, allowed in choices:
         if value not in allowed:
             raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")

@@ -140,7 +140,7 @@ def _check_raw(module: Any, spec: Any, out: dict[str, Any], folder: Path) -> Non
     from interop.compare import compare_output, tolerance_for
     from interop.runtimes.torch_ref import run_torch
     from interop.stages.spec import cases, make_sample
-    from interop.targets import flat_module
+    from interop.stages.outputs import flat_module
     from interop.targets.onnx.target import check_declared_shapes
 
     flat = flat_module(module)

@@ -55,7 +55,7 @@ class NumpyTarget(Target):
         yield "numpy", run_cases(run, ref), None
 
     def bench(self, path, spec, sample, warmup, runs, slow_runs, threads, **options):
-        from interop.commands.bench import measure
+        from interop.support.timing import measure
 
         w = dict(np.load(path))
         return {"numpy": measure(lambda: np.tanh(sample["x"] @ w["fc1.weight"].T), warmup, runs).to_json()}

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from interop.cli import app
 from interop.fleet import build_many
 from interop.fleet import manifest as fleet_manifest
+from interop.fleet import files as fleet_files
 from interop.fleet import summary as fleet_summary
 from interop.fleet.merge import merge
 from tests import fleet_models
@@ -309,7 +310,7 @@ def test_summary_html_sorts_and_filters_in_headless_chromium(tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium): summary.html is not browser-tested")
     records = [_record("bravo", "passed", 3.0, 2e-7), _record("alpha", "passed", 12.5, 5e-8),
                _record("charlie", "out-of-memory", 0.5, None), _record("delta<&>", "timeout", 7.0, None)]
-    fleet_summary.write(fleet_summary.summarise(records), tmp_path)
+    fleet_files.write(fleet_summary.summarise(records), tmp_path)
     html = (tmp_path / "summary.html").read_text()
     assert "http://" not in html and "https://" not in html and "src=" not in html  # self-contained
     page = browser.Page(tmp_path / "summary.html")
@@ -334,7 +335,7 @@ def test_summary_html_sorts_and_filters_in_headless_chromium(tmp_path):
 
 def test_merge_cli_refuses_a_model_in_two_summaries(tmp_path):
     for part in ("a", "b"):
-        fleet_summary.write(fleet_summary.summarise([_record("same", "passed", 1.0, 1e-7)], shard=(0, 2)),
+        fleet_files.write(fleet_summary.summarise([_record("same", "passed", 1.0, 1e-7)], shard=(0, 2)),
                             tmp_path / part)
     result = CliRunner().invoke(app, ["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "more than one summary" in result.output

@@ -6,7 +6,7 @@ from onnx import numpy_helper
 
 from interop import BuildConfig, build
 from interop.stages.localise import departure_layer, first_onnx_departure
-from interop.targets import flat_module
+from interop.stages.outputs import flat_module
 from tests.fixtures.models import three_layers
 
 

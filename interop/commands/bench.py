@@ -18,56 +18,15 @@ Every latency runs the same input: the example case's first seeded sample (the b
 from __future__ import annotations
 
 import json
-import math
 import platform
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from interop.errors import LoadError
+from interop.support.timing import Latency, measure, percentile  # noqa: F401  (moved; importable here too)
 
 REPORT_SUFFIX = ".report.json"
-
-
-@dataclass
-class Latency:
-    """Wall-clock milliseconds of ``runs`` timed calls after ``warmup`` untimed ones."""
-
-    warmup: int
-    runs: int
-    p50_ms: float
-    p90_ms: float
-    mean_ms: float
-    min_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks (numpy's default)."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def measure(run: Callable[[], Any], warmup: int, runs: int, clock: Callable[[], float] = time.perf_counter) -> Latency:
-    """Call ``run`` ``warmup`` times untimed, then ``runs`` times timed one by one."""
-    if runs < 1 or warmup < 0:
-        raise ValueError("runs must be >= 1 and warmup >= 0")
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        start = clock()
-        run()
-        times.append((clock() - start) * 1000)
-    return Latency(warmup, runs, percentile(times, 50), percentile(times, 90), sum(times) / len(times), min(times))
 
 
 # --- what to benchmark ---------------------------------------------------------------------------
@@ -171,25 +130,6 @@ def input_spec(subject: Subject) -> Any:
                     hint="bench artifacts built by interop (keep <stem>.report.json beside them)")
 
 
-def onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise LoadError(f"{path} is not a readable ONNX model ({type(exc).__name__})", hint="rebuild it") from exc
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def coreml_metadata(path: Path) -> dict[str, str]:
-    from interop.support.quiet import captured
-    from interop.runtimes.mil.loader import _package_paths, _read_spec
-
-    with captured():
-        spec = _read_spec(_package_paths(path)[0])
-    return dict(spec.description.metadata.userDefined)
-
-
 def example_sample(spec: Any, seed: int) -> dict[str, Any]:
     """The example case's first sample, as the build drew it."""
     from interop.stages.samples import example_sample as first
@@ -197,153 +137,7 @@ def example_sample(spec: Any, seed: int) -> dict[str, Any]:
     return first(spec, seed)
 
 
-# --- the runtimes --------------------------------------------------------------------------------
-
-
-def bench_onnx(path: Path, sample: dict[str, Any], warmup: int, runs: int, threads: int | None) -> dict[str, Any]:
-    import onnx
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    started = time.perf_counter()
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    load_ms = (time.perf_counter() - started) * 1000
-    feeds = {i.name: sample[i.name] for i in sess.get_inputs()}
-    latency = measure(lambda: sess.run(None, feeds), warmup, runs)
-    nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
-    return {"path": str(path), "nodes": nodes, "session_ms": round(load_ms, 2), **latency.to_json()}
-
-
-def unsimplified(subject: Subject, workdir: Path) -> tuple[Path | None, str, Any]:
-    """(path of the unsimplified export or None, a note, the prepared build state or None)."""
-    entry = (subject.report or {}).get("targets", {}).get("onnx") or {}
-    if subject.report is None:
-        return None, "not available: no report beside the artifact (the source model is unknown)", None
-    if entry.get("status") != "ok":
-        return None, "not available: the build has no ONNX model", None
-    if not entry.get("simplified", True):
-        return subject.onnx, "the build kept the unsimplified export (see the report's notes): same model", None
-    from interop.settings import from_report
-
-    from_report(subject.report, subject.trust, "bench")  # exit 2 when the source runs code and --trust is missing
-    try:
-        path, prep = _reexport(subject.report, entry, workdir, subject.trust)
-    except Exception as exc:  # best effort: reported, never a crash of the benchmark
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return None, f"not available: re-exporting the source failed ({type(exc).__name__}: {first})", None
-    import onnx
-
-    nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
-    want = entry.get("nodes_before")
-    note = f"re-exported from {subject.report['model']['source']} with {entry['exporter']}, opset {entry['opset']}"
-    if want is not None and nodes != want:
-        note += f"; WARNING: {nodes} nodes, the build's export had {want}"
-    return path, note, prep
-
-
-def _reexport(report: dict[str, Any], entry: dict[str, Any], workdir: Path, trust: bool = False) -> tuple[Path, Any]:
-    from interop.commands.verify import reload
-    from interop.settings import from_report
-    from interop.stages.prepare import output_dims
-    from interop.support.quiet import Noise, captured
-    from interop.targets.onnx.target import export_once, name_dims, save
-
-    config = from_report(report, trust, "bench")
-    config.num_samples = 1  # only the example sample is timed
-    noise = Noise()
-    with captured(noise):
-        source, spec, prep = reload(report, config)
-    raw = workdir / "unsimplified.raw.onnx"
-    export_once(entry["exporter"], prep.module, prep.export_args, spec, prep.names, raw, entry["opset"], noise,
-                prep.trace)
-    import onnx
-
-    model = onnx.load(str(raw))
-    name_dims(model, spec, output_dims(spec, prep.ref, prep.cases))
-    path = workdir / "unsimplified.onnx"
-    save(model, path, "unsimplified.onnx.data")
-    return path, prep
-
-
-def bench_onnx_target(path: Path, spec: Any, sample: dict[str, Any], warmup: int, runs: int, threads: int | None,
-                      subject: Any, compare_unsimplified: bool) -> dict[str, Any]:
-    """The built ONNX model next to the unsimplified export (see the module doc)."""
-    onnx_out: dict[str, Any] = {"built": bench_onnx(path, sample, warmup, runs, threads)}
-    with tempfile.TemporaryDirectory(prefix="interop-bench-") as tmp:
-        unsimp, note, prep = unsimplified(subject, Path(tmp)) if compare_unsimplified else (None, "not requested", None)
-        onnx_out["unsimplified"] = {"note": note}
-        if unsimp == path:  # the build kept the unsimplified export: nothing else to time
-            onnx_out["unsimplified"].update({k: v for k, v in onnx_out["built"].items() if k != "path"})
-        elif unsimp is not None:
-            onnx_out["unsimplified"].update(bench_onnx(unsimp, sample, warmup, runs, threads), path=None)
-        if unsimp is not None:
-            onnx_out["speedup_p50"] = round(onnx_out["unsimplified"]["p50_ms"] / onnx_out["built"]["p50_ms"], 3)
-    if prep is not None:
-        onnx_out["_prep"] = prep
-    return onnx_out
-
-
-def bench_coreml(path: Path, spec: Any, sample: dict[str, Any], warmup: int, runs: int, slow_runs: int) -> dict[str, Any]:
-    """interop-mil's time per sample everywhere; the Core ML framework's latency on macOS."""
-    from interop.support.quiet import captured
-    from interop.runtimes.coreml import native_available
-
-    feed = _coreml_feed(path, spec, sample)
-    out: dict[str, Any] = {"path": str(path)}
-    try:
-        from interop.runtimes import mil
-
-        with captured():
-            loaded = mil.load_model(path)
-        out["interop-mil"] = measure(lambda: loaded.predict(feed), min(warmup, 1), slow_runs).to_json()
-    except Exception as exc:
-        out["interop-mil"] = {"skipped": f"cannot run: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
-    if native_available():
-        try:
-            import coremltools as ct
-
-            model = ct.models.MLModel(str(path))  # Core ML's default compute units (all)
-            native = _native_feed(path, feed)
-            out["coreml"] = {"compute_units": "all", **measure(lambda: model.predict(native), warmup, runs).to_json()}
-        except Exception as exc:
-            out["coreml"] = {"skipped": f"Core ML cannot run it: {type(exc).__name__}: {str(exc)[:200]}"}
-    else:
-        out["coreml"] = {"skipped": f"the Core ML framework runs on macOS only (this is {platform.system()})"}
-    return out
-
-
-def _coreml_feed(path: Path, spec: Any, sample: dict[str, Any]) -> dict[str, Any]:
-    """What Core ML is fed: integer inputs as int32; an image input one picture (batch 1)."""
-    import numpy as np
-
-    meta = coreml_metadata(path)
-    image = json.loads(meta["interop.image"])["input"] if meta.get("interop.image") else None
-    feed = {}
-    for t in spec.inputs:
-        value = sample[t.name]
-        if t.dtype.startswith(("int", "uint")):
-            value = value.astype(np.int32)
-        if t.name == image:
-            value = value[:1]
-        feed[t.name] = value
-    return feed
-
-
-def _native_feed(path: Path, feed: dict[str, Any]) -> dict[str, Any]:
-    """Core ML takes an image input as a picture: (1, C, H, W) pixels -> PIL image."""
-    meta = coreml_metadata(path)
-    image = json.loads(meta["interop.image"])["input"] if meta.get("interop.image") else None
-    if image is None:
-        return feed
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.clip(np.round(feed[image][0]), 0, 255).astype(np.uint8)
-    picture = Image.fromarray(pixels.transpose(1, 2, 0) if pixels.shape[0] == 3 else pixels[0])
-    return {**feed, image: picture}
+# --- the runtimes (each target's own in targets/<name>/bench.py) -----------------------------
 
 
 def bench_torch(prep: Any, spec: Any, sample: dict[str, Any], warmup: int, runs: int) -> dict[str, Any]:

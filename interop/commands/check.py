@@ -6,13 +6,14 @@ import time
 from typing import Any
 
 from interop import sources
+from interop.errors import first_line
 from interop.settings import BuildConfig, resolve
 
 
 def check_model(config: BuildConfig) -> dict[str, Any]:
     """Load, resolve the spec, run the model once per case, trace once; list the ops each target
     lacks (with module paths and whether interop patches them) and the trace hazards."""
-    from interop.stages.prepare import prepare
+    from interop.stages.front import front_end
     from interop.stages.preflight import op_report
     from interop import targets
     from interop.targets.onnx.target import DEFAULT_OPSET
@@ -21,13 +22,8 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     config = resolve(config)  # the same settings, resolved the same way, as `interop build`
     chosen = targets.selected(config.targets)
     config.allow_trace_warnings = True  # report hazards instead of stopping at them
-    kind = sources.for_model(config.model)
-    source = kind.load(config.model, config.factory, config.trust)
-    spec = kind.resolve_spec(config, source)
-    from interop.support.limits import check_request
-
-    check_request(spec, config.num_samples)  # absurd sizes refused before the model runs
-    prep = prepare(config, source, spec)
+    front = front_end(config, sources.for_model(config.model), single_shot=True)
+    source, spec, prep = front.source, front.spec, front.prep
     result: dict[str, Any] = {"model": source.path, "format": source.format, "inputs": [t.to_json() for t in spec.inputs],
                               "outputs": prep.names, "ops": [], "targets": [t.name for t in chosen], "hazards": [h.line() for h in prep.hazards if h.blocking],
                               "trace_warnings": [h.line() for h in prep.hazards if not h.blocking]}
@@ -37,7 +33,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     if prep.trace is None:
         pass
     elif prep.trace.error is not None:
-        result["trace_error"] = f"{type(prep.trace.error).__name__}: {str(prep.trace.error).splitlines()[0][:300]}"
+        result["trace_error"] = first_line(prep.trace.error)
     else:
         from interop.support.quiet import captured
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from interop.errors import SpecError
 from interop.report import Report
-from interop.settings import BuildConfig, from_report
+from interop.settings import from_report
+from interop.stages.front import reload  # noqa: F401  (the front end; importable here as before)
 
 
 def _read(path: str) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def check_report(data: Any, verify: bool = False) -> None:
 
 def verify_report(path: str, trust: bool = False) -> Report:
     """``trust`` is verify's own ``--trust``: the report's settings never grant it."""
-    from interop import targets
+    from interop import targets, tasks
     from interop import trust as trust_boundary
     from interop.compare import diffs
 
@@ -83,10 +84,9 @@ def verify_report(path: str, trust: bool = False) -> Report:
     recover_folder(Path(path).parent)  # an interrupted build's move is rolled back before reading
     old = _read(path)
     config = from_report(old, trust, "verify")
-    if config.task == "text-generation":  # a language model: replay the generation check
-        from interop.generation.build import verify_generation
-
-        return verify_generation(old, config)
+    task = tasks.for_report(config)
+    if task.own_build:  # e.g. a language model: the task replays its own check
+        return task.verify(old, config)
     source, spec, prep = reload(old, config)
     names = prep.names
     report = Report.start(config, source, spec, names, prep.ref, prep.cases)
@@ -119,19 +119,3 @@ def verify_report(path: str, trust: bool = False) -> Report:
 
     verify_variants(report, old, prep, spec)
     return report
-
-
-def reload(report: dict[str, Any], config: BuildConfig) -> tuple[Any, Any, Any]:
-    """The build's source, input spec and prepared state again, from its report and the settings
-    ``from_report`` read back (verify and bench's re-export)."""
-    from interop import sources
-    from interop.stages.prepare import prepare
-    from interop.support.limits import check_request
-    from interop.stages.spec import InputSpec
-
-    names = report["settings"]["output_names"]
-    source = sources.load(config)
-    spec = InputSpec.from_json({"inputs": report["inputs"], "outputs": names})
-    spec.output_names = [n for n in names if n != "classLabelProbs"] or spec.output_names
-    check_request(spec, config.num_samples)  # a report's shapes are data too
-    return source, spec, prepare(config, source, spec)

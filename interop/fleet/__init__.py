@@ -19,6 +19,7 @@ def build_many(manifest: str | Path, out: str | Path = "interop-fleet", jobs: in
     from interop.fleet import manifest as fleet_manifest
     from interop.fleet import runner
     from interop.fleet import summary as fleet_summary
+    from interop.fleet.files import write
 
     entries = fleet_manifest.load(manifest)
     if isinstance(shard, str) or shard is None:
@@ -37,5 +38,5 @@ def build_many(manifest: str | Path, out: str | Path = "interop-fleet", jobs: in
     result = fleet_summary.summarise(records, shard, not_run, interrupted=bool(not_run))
     if base is not None:
         result["baseline"] = fleet_summary.compare(result, base, factor)
-    fleet_summary.write(result, opts.out)
+    write(result, opts.out)
     return result

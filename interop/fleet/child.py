@@ -19,7 +19,7 @@ _ALLOC = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "out o
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
-    from interop import build
+    from interop.stages.pipeline import build
     from interop.errors import InteropError, first_line
     from interop.settings import BuildConfig
 

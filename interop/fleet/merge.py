@@ -8,6 +8,7 @@ from typing import Any
 
 from interop.errors import SpecError
 from interop.fleet import summary as fleet_summary
+from interop.fleet.files import write
 
 
 def merge(folders: list[str | Path], out: str | Path, baseline: str | Path | None = None,
@@ -41,5 +42,5 @@ def merge(folders: list[str | Path], out: str | Path, baseline: str | Path | Non
         merged["passed"] = merged["passed"] and not merged["missing_shards"]
     if baseline is not None:
         merged["baseline"] = fleet_summary.compare(merged, fleet_summary.load(Path(baseline)), factor)
-    fleet_summary.write(merged, Path(out))
+    write(merged, Path(out))
     return merged

@@ -24,13 +24,13 @@ def versions() -> dict[str, str]:
     converting libraries' versions."""
     from importlib import metadata
 
-    import interop
+    from interop import _version
 
     code = hashlib.sha256()
-    root = Path(interop.__file__).parent
+    root = Path(_version.__file__).parent
     for path in sorted(root.rglob("*.py")):
         code.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    found = {"interop": interop.__version__, "interop-code": code.hexdigest()[:16], "python": sys.version.split()[0]}
+    found = {"interop": _version.__version__, "interop-code": code.hexdigest()[:16], "python": sys.version.split()[0]}
     for name in DEPENDENCIES:
         try:
             found[name] = metadata.version(name)

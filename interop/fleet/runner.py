@@ -134,10 +134,10 @@ def _start(entry: ModelEntry, digest: str, opts: Options) -> Running:
 def _child_env(entry: ModelEntry, jobs: int) -> dict[str, str]:
     """The parent's environment; interop's own folder and the manifest's folder importable (for
     MODULE:FN models); one share of the cores for each child's thread pools unless set."""
-    import interop
+    from interop import _version
 
     env = dict(os.environ)
-    paths = [str(Path(interop.__file__).resolve().parent.parent), str(entry.base)]
+    paths = [str(Path(_version.__file__).resolve().parent.parent), str(entry.base)]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
     return env

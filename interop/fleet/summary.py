@@ -135,7 +135,7 @@ def signature(kind: str, message: str) -> str:
 # --- the fleet ------------------------------------------------------------------------------------
 def summarise(records: list[dict[str, Any]], shard: tuple[int, int] | None = None, not_run: list[str] | None = None,
               interrupted: bool = False) -> dict[str, Any]:
-    from interop import __version__
+    from interop._version import __version__
 
     models = sorted(records, key=lambda r: r["name"])
     counts = {s: sum(1 for m in models if m["status"] == s) for s in STATUSES}
@@ -207,20 +207,6 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], factor: float = 2
     names = {m["name"] for m in current["models"]}
     return {"factor": factor, "floor": floor, "newly_failing": newly, "fixed": fixed, "fidelity_regressions": fidelity,
             "added": sorted(names - set(before)), "removed": sorted(set(before) - names - set(current["not_run"]))}
-
-
-# --- files ----------------------------------------------------------------------------------------
-def write(summary: dict[str, Any], out: Path) -> None:
-    from interop.fleet.child import write_atomic
-    from interop.fleet.html import render
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "summary.json", summary)
-    for name, text in (("summary.csv", to_csv(summary)), ("summary.md", to_markdown(summary)),
-                       ("summary.html", render(summary))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
 
 
 CSV_COLUMNS = ["model", "status", "target", "variant", "target_status", "rel_l2", "psnr_db", "bytes", "seconds",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from interop import __version__
+from interop._version import __version__
 from interop.errors import ExportError, SpecError
 from interop.report import Report
 

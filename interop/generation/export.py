@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from interop import patches
 from interop.errors import ExportError, first_line
 
 from .wrappers import PastPresentLM, StatefulLM, cache_geometry, causal_mask, io_names
@@ -143,13 +144,14 @@ def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str)
     mask_dtype = np.float16 if precision == "fp16" else np.float32
     states = [ct.StateType(wrapped_type=ct.TensorType(shape=tuple(getattr(wrapper, name).shape), dtype=np.float16),
                            name=name) for name in ("key_cache", "value_cache")]
-    return ct.convert(
-        traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
-        inputs=[ct.TensorType(name="input_ids", shape=(1, query), dtype=np.int32),
-                ct.TensorType(name="causal_mask", shape=(1, 1, query, total), dtype=mask_dtype)],
-        outputs=[ct.TensorType(name="logits", dtype=mask_dtype)], states=states,
-        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-        skip_model_load=True)
+    with patches.applied(*patches.COREML_CONVERSION):  # the same patches as every Core ML conversion
+        return ct.convert(
+            traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
+            inputs=[ct.TensorType(name="input_ids", shape=(1, query), dtype=np.int32),
+                    ct.TensorType(name="causal_mask", shape=(1, 1, query, total), dtype=mask_dtype)],
+            outputs=[ct.TensorType(name="logits", dtype=mask_dtype)], states=states,
+            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            skip_model_load=True)
 
 
 def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision: str) -> dict[str, Any]:
@@ -178,9 +180,10 @@ def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision
     try:
         with torch.no_grad():
             traced = torch.jit.trace(PastPresentLM(model).eval(), args, check_trace=False)
-        mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=coreml_name(n), dtype=dtype) for n in outs],
-                             convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17, skip_model_load=True,
-                             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+        with patches.applied(*patches.COREML_CONVERSION):
+            mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=coreml_name(n), dtype=dtype) for n in outs],
+                                 convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17, skip_model_load=True,
+                                 compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
         mlmodel.save(str(path))
     except Exception as exc:
         raise ExportError(f"the stateless Core ML conversion failed too: {first_line(exc)}",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from interop.errors import LoadError
+from interop.errors import LoadError, first_line
 
 RUNTIME = "coreai-runtime"
 PACKAGES = ("coreai-torch", "coreai-core")
@@ -53,8 +53,7 @@ def unavailable(convert: bool = True, modules: tuple[str, ...] = ("coreai.author
         for module in modules:
             importlib.import_module(module)
     except Exception as exc:  # a wheel for another platform, a missing system library
-        text = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return f"coreai-core's runtime does not load here ({type(exc).__name__}: {text})"
+        return f"coreai-core's runtime does not load here ({first_line(exc)})"
     return None
 
 

@@ -43,10 +43,9 @@ class SourceKind:
         raise NotImplementedError
 
     def resolve_spec(self, config: Any, source: Any) -> Any:
-        """The build's input spec: flags > config > what the source carries (stages/resolve.py)."""
-        from interop.stages.resolve import resolve_spec
-
-        return resolve_spec(config, source)
+        """The build's input spec, when this kind resolves it its own way; None (the default):
+        flags > config > what the source carries, by stages/resolve.py (the front end calls it)."""
+        return None
 
     def artifact_stem(self, stem: str) -> str:
         """The stem of the artifacts built from a model with this file stem."""

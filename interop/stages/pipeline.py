@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interop import __version__
+from interop._version import __version__
 from interop.settings import BuildConfig, resolve
 from interop.errors import ExportError, SpecError
 from interop import sources
 from interop.sources.torch_files import Source
-from interop.support.limits import check_request, check_sample_count
+from interop.support.limits import check_sample_count
+from interop.stages.front import front_end
 from interop.support.memory import release
 from interop.stages.outdir import OutputFolder
-from interop.stages.prepare import Prepared, prepare
+from interop.stages.prepare import Prepared
 from interop.support.progress import stage
 from interop.report import Report
 from interop.stages.spec import InputSpec
@@ -35,22 +36,11 @@ def build(config: BuildConfig) -> Report:
     folder = OutputFolder.for_model(config.model, config.out)  # a read-only --out fails here, first
     folder.stem = kind.artifact_stem(folder.stem)  # an .onnx source never overwrites itself
     _absolute_inputs(config)
-    stage("loading the model")
-    from interop.support.quiet import Noise, captured
-
-    with captured(Noise()) as load_noise:  # torch's warnings while building / unpickling the model
-        source = kind.load(config.model, config.factory, config.trust)
-    if _generation_task(config, source):
-        from interop.generation.build import build_generation
-
-        return build_generation(config, source)
-    spec = kind.resolve_spec(config, source)
-    check_request(spec, config.num_samples)  # absurd sizes refused before any work
-    stage("running PyTorch on the sample inputs and tracing")
-    prep = prepare(config, source, spec)
-    prep.noise.other[:0] = load_noise.other
+    front = front_end(config, kind)
+    if front.task.own_build:  # e.g. text-generation: its own build and report
+        return front.task.build(config, front.source)
     with folder.session() as work:
-        return _build_in(config, source, spec, folder, work, prep)
+        return _build_in(config, front.source, front.spec, folder, work, front.prep)
 
 
 def _absolute_inputs(config: BuildConfig) -> None:
@@ -64,13 +54,6 @@ def _absolute_inputs(config: BuildConfig) -> None:
             if os.path.lexists(value):
                 regular_file(value, what)
             setattr(config, key, os.path.abspath(value))
-
-
-def _generation_task(config: BuildConfig, source: Source) -> bool:
-    """--task text-generation, or auto-detected for a causal LM when --task is left at auto."""
-    from interop.generation.build import TASK, is_causal_lm
-
-    return config.task == TASK or (config.task == "auto" and is_causal_lm(source.module))
 
 
 

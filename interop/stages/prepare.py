@@ -20,7 +20,7 @@ from interop.runtimes.torch_ref import run_torch
 from interop.stages.kinds import load_sampler
 from interop.stages.samples import draw, read_samples
 from interop.stages.spec import Case, InputSpec, case_shape, cases, example_size, fallback_sizes, make_sample, other_size
-from interop.targets import output_keys
+from interop.stages.outputs import output_keys
 
 
 @dataclass

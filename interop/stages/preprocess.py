@@ -83,7 +83,7 @@ def wrap(module: Any, input_names: list[str], image: ImageInput | None, softmax:
     softmax; the module itself (flattened) when there is nothing to fold in."""
     import torch
 
-    from interop.targets import flat_module, flatten_outputs
+    from interop.stages.outputs import flat_module, flatten_outputs
 
     if image is None and not softmax:
         return flat_module(module)

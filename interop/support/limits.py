@@ -4,7 +4,6 @@ checked for what cannot be a model input (strings, objects, NaN/Inf, no samples 
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -31,25 +30,7 @@ def check_sample_count(count: Any) -> None:
                         hint=f"use at most {MAX_SAMPLES} (2 is the default)")
 
 
-def check_request(spec: Any, num_samples: int) -> None:
-    """One sample's inputs must fit in an eighth of memory, all samples of all cases in a quarter."""
-    from interop.stages.spec import case_shape, cases
 
-    import numpy as np
-
-    check_sample_count(num_samples)
-    budget = memory_bytes()
-    total = 0
-    for case in cases(spec):
-        one = sum(math.prod(case_shape(t, case)) * np.dtype(t.dtype).itemsize for t in spec.inputs)
-        if one > budget // 8:
-            raise SpecError(f"one sample of case {case.name} needs {_gib(one)} of inputs; the limit is "
-                            f"{_gib(budget // 8)} (an eighth of this machine's {_gib(budget)} memory)",
-                            hint="use smaller --input shapes or dynamic ranges")
-        total += one * num_samples
-    if total > budget // 4:
-        raise SpecError(f"the samples need {_gib(total)} of inputs in all; the limit is {_gib(budget // 4)} "
-                        f"(a quarter of this machine's memory)", hint="use fewer --num-samples or smaller shapes")
 
 
 def check_user_arrays(arrays: dict[str, Any], path: str) -> None:

@@ -89,7 +89,7 @@ def from_torchscript(module: Any, args: tuple, noise: Noise) -> Any:
     import torch
     from torch._export.converter import TS2EPConverter
 
-    from interop.targets import flatten_outputs
+    from interop.stages.outputs import flatten_outputs
 
     try:
         with captured(noise):
@@ -156,7 +156,7 @@ def convert(program: Any, inputs: list[str], outputs: list[str], noise: Noise) -
 def save(program: Any, path: Path, meta: dict[str, Any], spec: InputSpec, noise: Noise) -> None:
     from coreai.runtime import AIModelAssetMetadata
 
-    from interop import __version__
+    from interop._version import __version__
 
     info = AIModelAssetMetadata()
     info.author, info.license = str(meta.get("author") or ""), str(meta.get("license") or "")
@@ -361,7 +361,7 @@ class CoreaiTarget(Target):
         return inspect_aimodel(path)
 
     def bench(self, path, spec, sample, warmup, runs, slow_runs, threads, report=None, compare_unsimplified=True):
-        from interop.commands.bench import measure
+        from interop.support.timing import measure
 
         out: dict[str, Any] = {"path": str(path)}
         why = runtime.unavailable(convert=False)

@@ -76,12 +76,9 @@ def swap_group_norm_impl() -> Any:
         return _group_norm_dynamic_batch(x, num_groups, weight, bias, eps)
 
     group_norm_impl.interop_patch = True
-    torch_ops._group_norm_impl = group_norm_impl
+    from interop.patches import swap
 
-    def undo() -> None:
-        torch_ops._group_norm_impl = original
-
-    return undo
+    return swap(torch_ops, "_group_norm_impl", group_norm_impl)
 
 
 def _group_norm_dynamic_batch(x, num_groups, weight, bias, eps):

@@ -254,7 +254,7 @@ def _capture_label(name: str) -> str:
 
 
 def _set_metadata(model: Any, meta: dict[str, Any]) -> None:
-    from interop import __version__
+    from interop._version import __version__
 
     for attr, key in (("author", "author"), ("license", "license"), ("short_description", "description"),
                       ("version", "version")):
@@ -419,21 +419,21 @@ class CoremlTarget(Target):
                 yield "coreml", None, first_line(exc)
 
     def metadata(self, path: Path) -> dict[str, str]:
-        from interop.commands.bench import coreml_metadata
+        from interop.targets.coreml.bench import coreml_metadata
 
         return coreml_metadata(path)
 
     def inspect(self, path: Path) -> dict[str, Any]:
-        from interop.commands.inspect import inspect_mlpackage
+        from interop.targets.coreml.inspect import inspect_mlpackage
 
         return inspect_mlpackage(path)
 
     def bench(self, path, spec, sample, warmup, runs, slow_runs, threads, report=None, compare_unsimplified=True):
-        from interop.commands.bench import bench_coreml
+        from interop.targets.coreml.bench import bench_coreml
 
         return bench_coreml(path, spec, sample, warmup, runs, slow_runs)
 
     def op_support(self, kind: str, opset: int) -> str:
-        from interop.stages.preflight import coreml_support
+        from interop.targets.coreml.support import coreml_support
 
         return coreml_support(kind)

@@ -164,7 +164,7 @@ def simplify(model: Any, noise: Noise) -> tuple[Any | None, str]:
 
 
 def _onnxsim_failed(exc: Exception) -> str:
-    return f"onnxsim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+    return f"onnxsim failed ({first_line(exc)})"
 
 
 def simplify_stored(model: Any, workdir: Path, stem: str, noise: Noise) -> tuple[Any | None, str]:
@@ -211,12 +211,12 @@ def full_check(model: Any, scratch: Path) -> None:
         else:
             onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise ExportError(f"onnx.checker rejected the model: {str(exc).splitlines()[0][:300]}",
+        raise ExportError(f"onnx.checker rejected the model: {first_line(exc, typed=False)}",
                           hint="try the other --exporter") from exc
 
 
 def set_metadata(model: Any, meta: dict[str, str]) -> None:
-    from interop import __version__
+    from interop._version import __version__
 
     model.producer_name = "interop"
     model.producer_version = __version__
@@ -318,104 +318,3 @@ def _simplified(result: OnnxResult, model: Any, spec: InputSpec, output_dims: li
         return result, outputs
     result.path, result.nodes_after, result.simplified, result.model = path, node_count(simp), True, simp
     return result, simp_outputs
-
-
-# --- the plugin ------------------------------------------------------------------------------------
-
-from interop.targets import register_target  # noqa: E402  (the registry imports this module lazily)
-from interop.targets.base import Target, TargetContext, TargetResult  # noqa: E402
-
-
-@register_target
-class OnnxTarget(Target):
-    name = "onnx"
-    suffix = ".onnx"
-    default = True
-    stage = "exporting and verifying ONNX"
-
-    def uses_source_file(self, ctx: TargetContext) -> bool:
-        return ctx.source.format == "onnx" and ctx.prep.image is None and not ctx.prep.labels
-
-    def build(self, ctx: TargetContext) -> TargetResult:
-        from interop.compare import diffs
-
-        if self.uses_source_file(ctx):
-            from interop.sources.onnx_file import build_onnx_file
-
-            return build_onnx_file(ctx)
-        from interop.stages.localise import first_onnx_departure, localise
-        from interop.stages.prepare import output_dims
-
-        prep, spec, config = ctx.prep, ctx.spec, ctx.config
-        ref, names = prep.ref, prep.names
-        dims = output_dims(spec, ref, prep.cases)
-
-        def verify(path: Path, model: Any):
-            """Run the file at ``path`` in ONNX Runtime on every case; ``model`` is its weightless
-            ModelProto, for the declared shapes (the file is never parsed here)."""
-            try:
-                got = self._run_file(path, ref)
-                for c in got:
-                    check_declared_shapes(model, [o.shape for o in got[c][0]])
-            except Exception as exc:
-                return f"ONNX Runtime failed: {first_line(exc)}", None
-            bad = [d for d in diffs("onnx", "onnxruntime", ref, got, names, "fp32", config.tolerance) if not d.passed]
-            if bad:
-                where = localise(lambda: first_onnx_departure(path, prep.module, ref.samples[bad[0].case][bad[0].sample],
-                                                              spec.names()))
-                return f"disagrees with PyTorch at case {bad[0].case}, output {bad[0].output}: {bad[0].note}{where}", None
-            return None, got
-
-        result, got = build_onnx(prep.module, prep.export_args, spec, names, dims, ctx.work, ctx.stem,
-                                 config.opset or DEFAULT_OPSET, config.exporter, verify, ctx.meta, ctx.noise, prep.trace)
-        full_check(result.model, ctx.work / f"{ctx.stem}.checked.onnx")
-        entry = {"exporter": result.exporter, "opset": result.opset, "nodes_before": result.nodes_before,
-                 "nodes_after": result.nodes_after, "simplified": result.simplified, "rejected": result.rejected,
-                 "notes": result.notes, "external_data": result.external_data,
-                 "verified_cases": [c.name for c in prep.cases]}
-        data = result.path.parent / f"{ctx.stem}.onnx.data"
-        return TargetResult(result.path, entry, diffs("onnx", "onnxruntime", ref, got, names, "fp32", config.tolerance),
-                            companions=[data] if data.exists() else [])
-
-    @staticmethod
-    def _run_file(path: Path, ref: Any) -> dict[str, list[list[Any]]]:
-        from interop.runtimes.onnxruntime import run_onnx, session
-        from interop.stages.agreement import run_cases
-
-        sess = session(str(path))  # holds its own copy of the weights: released before returning
-        got = run_cases(lambda s: run_onnx(sess, s), ref)
-        del sess
-        release()
-        return got
-
-    def execute(self, path, spec, ref, names, labels=None, image=None):
-        try:
-            got = self._run_file(path, ref)
-        except Exception as exc:
-            yield "onnxruntime", None, f"ONNX Runtime cannot run it: {first_line(exc)}"
-            return
-        yield "onnxruntime", got, None
-
-    def metadata(self, path: Path) -> dict[str, str]:
-        import onnx
-
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception:
-            return {}
-        return {p.key: p.value for p in model.metadata_props}
-
-    def inspect(self, path: Path) -> dict[str, Any]:
-        from interop.commands.inspect import inspect_onnx
-
-        return inspect_onnx(path)
-
-    def bench(self, path, spec, sample, warmup, runs, slow_runs, threads, report=None, compare_unsimplified=True):
-        from interop.commands.bench import bench_onnx_target
-
-        return bench_onnx_target(path, spec, sample, warmup, runs, threads, report, compare_unsimplified)
-
-    def op_support(self, kind: str, opset: int) -> str:
-        from interop.stages.preflight import onnx_support
-
-        return onnx_support(kind, opset)
