@@ -16,7 +16,6 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     from interop.stages.front import front_end
     from interop.stages.preflight import op_report
     from interop import targets
-    from interop.targets.onnx.target import DEFAULT_OPSET
 
     started = time.perf_counter()
     config = resolve(config)  # the same settings, resolved the same way, as `interop build`
@@ -38,7 +37,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
         from interop.support.quiet import captured
 
         with captured(prep.noise):
-            ops = op_report(prep.trace.traced.inlined_graph, config.opset or DEFAULT_OPSET, chosen)
+            ops = op_report(prep.trace.traced.inlined_graph, config.opset, chosen)
         result["ops"] = [u.to_json() for u in ops]
         result["blocked_targets"] = sorted({t for u in ops for t in u.blocking()})
     _fp16_check(result, prep, spec, config, [t.name for t in chosen])

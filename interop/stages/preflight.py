@@ -71,8 +71,9 @@ def _module_path(scope: str) -> str:
     return "(top level forward)" if last in ("inner", "") else last
 
 
-def op_report(graph: Any, opset: int, targets: list[Any] | None = None) -> list[OpUse]:
-    """Ops that need attention (not 'ok' on every target), sorted by name."""
+def op_report(graph: Any, opset: int | None, targets: list[Any] | None = None) -> list[OpUse]:
+    """Ops that need attention (not 'ok' on every target), sorted by name; ``opset`` None: each
+    target's default (the ONNX target: the opset a build exports at)."""
     if targets is None:
         from interop import targets as registry
 

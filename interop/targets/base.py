@@ -95,7 +95,11 @@ class Target:
         """The metadata interop wrote into the artifact (``interop.spec`` and friends)."""
         return {}
 
-    def op_support(self, kind: str, opset: int) -> str:
+    def feed(self, spec: Any, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What this target's runtime is fed for ``sample`` (e.g. Core ML: integers as int32)."""
+        return sample
+
+    def op_support(self, kind: str, opset: int | None) -> str:
         """'ok', or why the op (a TorchScript ``aten::`` kind) has no translation for this target."""
         return "ok"
 

@@ -134,12 +134,11 @@ def judge(target: Any, out: Path, base: Path, ctx: Any, row: dict[str, Any], gat
 
 
 def _where(target: Any, base: Path, out: Path, rows: list[Any], ref: Any, spec: Any, gate: Gate) -> str | None:
-    from interop.targets.coreml.target import coreml_feed
     from interop.variants.where import where
 
     worst = min(rows, key=lambda r: r.psnr_db)
     sample = ref.samples[worst.case][worst.sample]
-    feed = coreml_feed(spec, sample) if target.name == "coreml" else sample
+    feed = target.feed(spec, sample)
     found = where(target.name, base, out, feed, gate)
     return found or f"output {worst.output!r} (no intermediate tensor departs past the gate before it)"
 

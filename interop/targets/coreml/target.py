@@ -433,7 +433,10 @@ class CoremlTarget(Target):
 
         return bench_coreml(path, spec, sample, warmup, runs, slow_runs)
 
-    def op_support(self, kind: str, opset: int) -> str:
+    def feed(self, spec: Any, sample: dict[str, Any]) -> dict[str, Any]:
+        return coreml_feed(spec, sample)
+
+    def op_support(self, kind: str, opset: int | None) -> str:
         from interop.targets.coreml.support import coreml_support
 
         return coreml_support(kind)

@@ -104,7 +104,7 @@ class OnnxTarget(Target):
 
         return bench_onnx_target(path, spec, sample, warmup, runs, threads, report, compare_unsimplified)
 
-    def op_support(self, kind: str, opset: int) -> str:
+    def op_support(self, kind: str, opset: int | None) -> str:
         from interop.targets.onnx.support import onnx_support
 
-        return onnx_support(kind, opset)
+        return onnx_support(kind, opset or DEFAULT_OPSET)  # None: the opset a build would use
