@@ -54,13 +54,6 @@ class UnsupportedOpError(ExportError):
     kind = "unsupported-op"
 
 
-class AgreementError(InteropError):
-    """An artifact computes something other than the PyTorch model."""
-
-    exit_code = 1
-    kind = "agreement"
-
-
 def first_line(exc: BaseException, typed: bool = True) -> str:
     """``Type: first line`` of an exception (``typed=False``: the line alone), digging through
     wrappers (torch.onnx's TorchExportError explains nothing itself; its ``__cause__`` does). ANSI

@@ -51,11 +51,6 @@ class SourceKind:
         """The stem of the artifacts built from a model with this file stem."""
         return stem
 
-    def build(self, config: Any) -> Any | None:
-        """A whole build for a source with its own pipeline (returns the Report); None: the
-        pipeline loads the source and builds the targets."""
-        return None
-
     def __repr__(self) -> str:
         return f"<source {self.name}>"
 

@@ -30,9 +30,6 @@ def build(config: BuildConfig) -> Report:
     config = resolve(config)  # flag > --config > interop.toml beside the model > default, validated
     check_sample_count(config.num_samples)
     kind = sources.for_model(config.model)
-    own = kind.build(config)  # a source with its own pipeline
-    if own is not None:
-        return own
     folder = OutputFolder.for_model(config.model, config.out)  # a read-only --out fails here, first
     folder.stem = kind.artifact_stem(folder.stem)  # an .onnx source never overwrites itself
     _absolute_inputs(config)
