@@ -63,10 +63,13 @@ class AgreementError(InteropError):
 
 def first_line(exc: BaseException) -> str:
     """``Type: first line`` of an exception, digging through wrappers (torch.onnx's
-    TorchExportError explains nothing itself; its ``__cause__`` does). ANSI colours removed."""
-    import re
+    TorchExportError explains nothing itself; its ``__cause__`` does; TorchScript's interpreter puts
+    the real error after its traceback header). ANSI colours removed. When the user's code raised
+    it (or called what did), `` (at file:line `code`)`` follows (support/causes.py)."""
+    from interop.support import causes
 
     while exc.__cause__ is not None and type(exc).__name__ in ("TorchExportError", "ConversionError", "OnnxExporterError"):
         exc = exc.__cause__
-    lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    out = f"{type(exc).__name__}: {causes.text(exc)}"
+    where = causes.user_location(exc)
+    return f"{out} (at {where})" if where and where.split(" ")[0] not in out else out

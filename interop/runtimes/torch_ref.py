@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from interop.errors import SpecError
+from interop.errors import SpecError, first_line
 
 
 def to_torch(sample: dict[str, np.ndarray], names: list[str]) -> tuple:
@@ -25,8 +25,7 @@ def run_torch(module: Any, sample: dict[str, np.ndarray], names: list[str]) -> l
             outs = module(*to_torch(sample, names))
     except Exception as exc:
         shapes = ", ".join(f"{n}{tuple(sample[n].shape)}:{sample[n].dtype}" for n in names)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise SpecError(f"the model fails on inputs {shapes}: {type(exc).__name__}: {first}",
+        raise SpecError(f"the model fails on inputs {shapes}: {first_line(exc)}",
                         hint="fix --input shapes/dtypes (or --dynamic sizes) to ones the model accepts") from exc
     from interop.targets import flatten_outputs
 
