@@ -26,7 +26,6 @@ def text_classifier() -> nn.Module:
     return TextClassifier().eval()
 
 
-ROUGH: dict[str, tuple[str, list[str], list[str], dict[str, Any]]] = {}
 
 
 class StaticUnpackAttention(nn.Module):
@@ -79,3 +78,11 @@ class LengthLoop(nn.Module):
 def length_loop() -> nn.Module:
     torch.manual_seed(0)
     return LengthLoop().eval()
+
+
+ROUGH: dict[str, tuple[str, list[str], list[str], dict[str, Any]]] = {
+    "static_unpack_attention": ("tests.rough_models:static_unpack_attention", ["x:2x8x16"], ["x:1=seq:4..32"], {}),
+    "dynamic_unpack": ("tests.rough_models:dynamic_unpack", ["x:3x4"], ["x:0=n:2..8"], {}),
+    "length_loop": ("tests.rough_models:length_loop", ["x:2x8x4"], ["x:1=length:4..64"], {}),
+    "text_classifier": ("tests.rough_models:text_classifier", ["ids:2x8:int64:0..99"], ["ids:0=batch:1..4"], {}),
+}
