@@ -56,12 +56,15 @@ class UnsupportedOpError(ExportError):
 
 def first_line(exc: BaseException, typed: bool = True) -> str:
     """``Type: first line`` of an exception (``typed=False``: the line alone), digging through
-    wrappers (torch.onnx's TorchExportError explains nothing itself; its ``__cause__`` does). ANSI
-    colours removed. Every message that quotes an exception goes through here."""
-    import re
+    wrappers (torch.onnx's TorchExportError explains nothing itself; its ``__cause__`` does;
+    TorchScript's interpreter puts the real error after its traceback header). ANSI colours removed.
+    When the user's code raised it (or called what did), `` (at file:line `code`)`` follows
+    (support/causes.py). Every message that quotes an exception goes through here."""
+    from interop.support import causes
 
     while exc.__cause__ is not None and type(exc).__name__ in ("TorchExportError", "ConversionError", "OnnxExporterError"):
         exc = exc.__cause__
-    lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() if ln.strip()]
-    line = lines[0][:300] if lines else ""
-    return f"{type(exc).__name__}: {line}" if typed else line
+    line = causes.text(exc)
+    out = f"{type(exc).__name__}: {line}" if typed else line
+    where = causes.user_location(exc)
+    return f"{out} (at {where})" if where and where.split(" ")[0] not in out else out

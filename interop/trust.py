@@ -43,6 +43,8 @@ SIDE_EFFECT_OPS = frozenset({"aten::from_file", "aten::save", "aten::_print", "p
 
 ZIP_MAX_RATIO = 100  # declared decompressed bytes per archive byte
 ZIP_MAX_BYTES = 1 << 30  # ... above which the ratio applies
+ZIP_INFLATE_BYTES = 256 << 20  # compressed members may inflate this much before the ratio applies
+PICKLE_SCAN_BYTES = 256 << 20  # members larger than this are not scanned as pickles (torch stores tensors there)
 
 
 class Untrusted(LoadError):
@@ -115,14 +117,33 @@ def check_zip(path: Path) -> None:
         return
     try:
         with zipfile.ZipFile(path) as zf:
-            declared = sum(max(0, i.file_size) for i in zf.infolist())
+            infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise LoadError(f"{shown(path)} is a damaged archive: {exc}", hint="re-save it") from exc
-    size = max(1, path.stat().st_size)
+    check_zip_members(infos, shown(path), path.stat().st_size)
+
+
+def check_zip_members(infos: Iterable[zipfile.ZipInfo], what: str, size: int) -> None:
+    """The archive-size rules on a zip's central directory (nothing is inflated): the declared total
+    is bounded against the file's size, and the members stored compressed may not inflate to more
+    than ``ZIP_MAX_RATIO`` times their compressed bytes beyond ``ZIP_INFLATE_BYTES`` — torch.save
+    stores its members uncompressed, so only a bomb gets there."""
+    infos = list(infos)
+    declared = sum(max(0, i.file_size) for i in infos)
+    size = max(1, size)
     if declared > ZIP_MAX_BYTES and declared > ZIP_MAX_RATIO * size:
-        raise LoadError(f"{shown(path)} declares {declared / 2**30:.1f} GiB decompressed from a "
+        raise LoadError(f"{what} declares {declared / 2**30:.1f} GiB decompressed from a "
                         f"{size / 2**20:.1f} MiB file (limit: {ZIP_MAX_RATIO}x the file above "
                         f"{ZIP_MAX_BYTES >> 30} GiB)", hint="this looks like a zip bomb; re-save the archive")
+    packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    inflated = sum(max(0, i.file_size) for i in packed)
+    compressed = max(1, sum(max(0, i.compress_size) for i in packed))
+    if inflated > ZIP_INFLATE_BYTES and inflated > ZIP_MAX_RATIO * compressed:
+        worst = max(packed, key=lambda i: i.file_size)
+        raise LoadError(f"{what}'s compressed members inflate to {inflated / 2**20:.0f} MiB from "
+                        f"{compressed / 2**20:.1f} MiB ({shown(worst.filename)}: {worst.file_size / 2**20:.0f} MiB; "
+                        f"limit: {ZIP_MAX_RATIO}x above {ZIP_INFLATE_BYTES >> 20} MiB)",
+                        hint="this looks like a zip bomb; re-save the archive")
 
 
 # --- pickles -----------------------------------------------------------------------------------
@@ -149,23 +170,32 @@ def pickle_globals(blob: bytes) -> list[str]:
 
 def archive_pickles(path: Path) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of every pickle in a file: the file itself, or each ``.pkl`` member of a zip
-    and each member that is itself a ``torch.save`` zip (a ``.pt2``'s sample inputs, weights)."""
+    and each member that is itself a ``torch.save`` zip (a ``.pt2``'s sample inputs, weights).
+    Each archive's central directory is checked before any member is read (check_zip_members),
+    a nested archive's too, and a member is read whole only once its first bytes say pickle."""
     if not zipfile.is_zipfile(path):
         yield str(path), path.read_bytes()
         return
+    check_zip(path)
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if info.filename.endswith(".pkl"):
                 yield info.filename, zf.read(info)
-            elif info.file_size < (256 << 20):
-                blob = zf.read(info)
-                if blob[:4] == b"PK\x03\x04":
-                    with contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(io.BytesIO(blob)) as inner:
-                        for name in inner.namelist():
-                            if name.endswith(".pkl"):
-                                yield f"{info.filename}/{name}", inner.read(name)
-                elif blob[:1] == b"\x80":
-                    yield info.filename, blob
+            elif 0 < info.file_size < PICKLE_SCAN_BYTES:
+                with zf.open(info) as fh:
+                    head = fh.read(4)
+                if head == b"PK\x03\x04":
+                    yield from _nested_pickles(zf, info, f"{shown(path)}'s member {shown(info.filename)}")
+                elif head[:1] == b"\x80":
+                    yield info.filename, zf.read(info)
+
+
+def _nested_pickles(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> Iterator[tuple[str, bytes]]:
+    with zf.open(info) as fh, contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(fh) as inner:
+        check_zip_members(inner.infolist(), what, info.file_size)
+        for entry in inner.infolist():
+            if entry.filename.endswith(".pkl"):
+                yield f"{info.filename}/{entry.filename}", inner.read(entry)
 
 
 def risky_globals(path: Path, safe: tuple[str, ...]) -> list[str]:

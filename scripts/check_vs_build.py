@@ -1,5 +1,5 @@
 """Does `interop check` predict what `interop build` then does? Per target, over the model zoo
-(tests/zoo.py) and the real-world patterns (tests/patterns.py: custom ops, quantized ops, linalg
+(tests/zoo.py), issue 29's classes (tests/rough_models.py) and the real-world patterns (tests/patterns.py: custom ops, quantized ops, linalg
 ops, bicubic upsampling, fp16 overflow, ...), each model in its own subprocess:
 
 * check's prediction for a target: it would fail when check lists the target in
@@ -30,11 +30,11 @@ TIMEOUT = 900
 
 
 def models() -> dict[str, dict[str, Any]]:
-    from tests import patterns, zoo
+    from tests import patterns, rough_models, zoo
 
     out = {name: {"model": e.factory, "inputs": list(e.inputs), "dynamic": list(e.dynamic), **dict(e.options)}
            for name, e in zoo.ZOO.items()}
-    for name, (factory, inputs, dynamic, options) in patterns.PATTERNS.items():
+    for name, (factory, inputs, dynamic, options) in {**patterns.PATTERNS, **rough_models.ROUGH}.items():
         out[name] = {"model": factory, "inputs": inputs, "dynamic": dynamic, **options}
     return out
 

@@ -64,8 +64,8 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
                           target_names=_report_targets(chosen))
     meta = metadata(config, source, spec, prep)
     for hazard in prep.hazards:  # blocking ones only get here with --allow-trace-warnings
-        kind = "trace hazard (allowed)" if hazard.blocking else "trace warning in library code (the trace agreed " \
-                                                                "with the model on every case)"
+        kind = ("trace hazard (allowed)" if hazard.blocking else "trace warning on a static size" if hazard.shape_only
+                else "trace warning in library code (the trace agreed with the model on every case)")
         report.data["warnings"].append(f"{kind}: {hazard.line()}")
     report.data["warnings"].extend(getattr(prep, "notes", []))
     ctx = TargetContext(config, source, spec, prep, work, folder.work_stem, meta, report)

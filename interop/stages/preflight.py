@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interop.compare import metrics
-from interop.errors import ExportError
+from interop.errors import ExportError, first_line
 
 TRACE_CONSISTENCY_REL_L2 = 1e-4
+# TracerWarnings whose baked-in decision depends on a tensor's size only, never its values
+SHAPE_ONLY_WARNINGS = ("Iterating over a tensor",)
 
 
 @dataclass
@@ -40,6 +42,9 @@ class Hazard:
     message: str
     location: str = ""
     blocking: bool = True
+    shape_only: bool = False  # the warned decision depends on a size only (iterating over a tensor)
+    case: str = ""  # the case a departure was found at
+    unrolled: bool = False  # a departure traced to Python run a size-dependent number of times
 
     def line(self) -> str:
         return f"{self.location}: {self.message}" if self.location else self.message
@@ -98,7 +103,7 @@ def trace_with_warnings(module: Any, args: tuple) -> tuple[Any, list[Hazard]]:
         if w.category.__name__ == "TracerWarning":
             text = str(w.message).split(". ")[0]
             hazard = Hazard(text, f"{w.filename}:{w.lineno}{_source_line(w.filename, w.lineno)}",
-                            blocking=not _in_library(w.filename))
+                            blocking=not _in_library(w.filename), shape_only=text.startswith(SHAPE_ONLY_WARNINGS))
             if all(h.line() != hazard.line() for h in hazards):
                 hazards.append(hazard)
     return traced, hazards
@@ -131,7 +136,7 @@ def trace_consistency(traced: Any, ref: Any, names: list[str], outputs: list[str
             try:
                 got = run_torch(traced, sample, names)
             except Exception as exc:  # the trace cannot even run these shapes
-                hazards.append(Hazard(f"the trace fails on case {case}: {type(exc).__name__}"))
+                hazards.append(Hazard(f"the trace fails on case {case}: {first_line(exc.__cause__ or exc)}", case=case))
                 break
             for index, (r, g) in enumerate(zip(ref.outputs[case][i], got)):
                 name = outputs[index] if outputs and index < len(outputs) else index
@@ -145,7 +150,7 @@ def trace_consistency(traced: Any, ref: Any, names: list[str], outputs: list[str
                     hazards.append(Hazard(f"the traced graph differs from eager PyTorch on case {case} (output "
                                           f"{name}{_positions(r, g)}): it baked in a data-dependent decision, or "
                                           f"eager PyTorch takes another path (a fast path: nn.TransformerEncoder "
-                                          f"with src_key_padding_mask returns zeros at padded positions)"))
+                                          f"with src_key_padding_mask returns zeros at padded positions)", case=case))
                     return hazards
     return hazards
 
@@ -162,14 +167,52 @@ def _positions(ref: Any, got: Any) -> str:
     return f", {len(bad) / max(ref.size, 1):.0%} of elements, e.g. at {where}" if len(bad) else ""
 
 
+def name_unrolled(departures: list[Hazard], module: Any, traced: Any, ref: Any, names: list[str]) -> None:
+    """A departure at another size: name the user's lines whose Python ran a size-dependent number
+    of times (stages/unrolled.py), the likely cause, in the first departure's message."""
+    from interop.stages.unrolled import unrolled_lines
+
+    first = next((h for h in departures if h.case and h.case != "example"), None)
+    if first is None or module is None:
+        return
+    lines = unrolled_lines(module, traced, ref.samples[first.case][0], names)
+    if lines:
+        first.unrolled = True
+        first.message += f"; the trace unrolled Python that runs a size-dependent number of times at {'; '.join(lines)}"
+
+
+def settle_shape_hazards(warned: list[Hazard], departures: list[Hazard]) -> list[Hazard]:
+    """A TracerWarning about a decision that depends only on a size (``q, k, v = qkv`` iterates over
+    a static axis of 3) is a warning, not a stop, once the trace agreed with the model at every case
+    -- every dynamic size at another value, so a size the unpacking depended on would have shown.
+    Returns the hazards to keep: the warned ones (settled) and the departures."""
+    if not departures:
+        for hazard in warned:
+            if hazard.shape_only and hazard.blocking:
+                hazard.blocking = False
+                hazard.message += " (the trace agreed with the model at every case, so the size it unrolls is static)"
+    return warned + departures
+
+
+_UNROLL = ("Iterating over a tensor", "Converting a tensor to a Python index", "Converting a tensor to a Python integer")
+
+
 def fail_on_hazards(hazards: list[Hazard]) -> None:
     """Raise on blocking hazards; when the trace departs, name the warned lines too (library ones
-    included): they are where the baked-in decision most likely is."""
+    included): they are where the baked-in decision most likely is. The hint fits the warning: a
+    loop or an unpacking over a size is unrolled at the example size; a branch on a value is baked."""
     if any(h.blocking for h in hazards):
-        lines = "; ".join(h.line() for h in sorted(hazards, key=lambda h: not h.blocking)[:3])
-        raise ExportError(f"trace hazard: {lines}",
-                          hint="data-dependent control flow makes a traced artifact wrong for other inputs; make "
-                               "the branch tensor-based (torch.where) or pass --allow-trace-warnings if you know better")
+        ordered = sorted(hazards, key=lambda h: not h.blocking)
+        lines = "; ".join(h.line() for h in ordered[:3])
+        warned = [h.message for h in hazards if h.location]
+        if any(h.unrolled for h in hazards) or (warned and all(m.startswith(_UNROLL) for m in warned)):
+            hint = ("a Python loop or unpacking over a tensor's size is unrolled at the example size, wrong at "
+                    "others; compute it with tensor ops (a vectorised sum, torch.cumsum, a fixed-size unbind), "
+                    "or keep that size static (no --dynamic on it)")
+        else:
+            hint = ("data-dependent control flow makes a traced artifact wrong for other inputs; make the branch "
+                    "tensor-based (torch.where)")
+        raise ExportError(f"trace hazard: {lines}", hint=f"{hint}, or pass --allow-trace-warnings if you know better")
 
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from interop.settings import BuildConfig
 from interop.errors import SpecError
 from interop.sources.torch_files import Source
-from interop.stages.preflight import Hazard, fail_on_hazards, trace_consistency, trace_with_warnings
+from interop.stages.preflight import (Hazard, fail_on_hazards, name_unrolled, settle_shape_hazards,
+                                      trace_consistency, trace_with_warnings)
 from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
@@ -97,7 +98,9 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     prep.trace = Trace(module, prep.export_args, prep.noise)
     if prep.trace.traced is not None and prep.trace.traced is not module:
         with captured(noise):
-            prep.hazards = prep.trace.hazards + trace_consistency(prep.trace.traced, ref, spec.names(), names)
+            departures = trace_consistency(prep.trace.traced, ref, spec.names(), names)
+            name_unrolled(departures, module, prep.trace.traced, ref, spec.names())
+            prep.hazards = settle_shape_hazards(prep.trace.hazards, departures)
     if converted:  # the trace of a converted graph only feeds targets built from it; their checks judge it
         departs = [h for h in prep.hazards if h.blocking]
         for hazard in prep.hazards:

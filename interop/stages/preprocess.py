@@ -111,6 +111,7 @@ def wrap(module: Any, input_names: list[str], image: ImageInput | None, softmax:
     return Prepared().eval()
 
 
-def probs_from_dict(value: dict[Any, float], labels: list[str]) -> np.ndarray:
-    """A Core ML classifier's probability dict, in label order, as a (1, n) array."""
-    return np.asarray([[float(value[label]) for label in labels]], dtype=np.float32)
+def probs_from_dict(value: dict[Any, Any], labels: list[str]) -> np.ndarray:
+    """A Core ML classifier's probability dict, in label order, as a (rows, n) array: (1, n) for
+    one row of floats, (batch, n) where each value holds a probability per row."""
+    return np.stack([np.ravel(np.asarray(value[label], dtype=np.float32)) for label in labels], axis=-1)

@@ -64,13 +64,18 @@ def captured(noise: Noise | None = None) -> Iterator[Noise]:
         saved = [os.dup(1), os.dup(2)]
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
-        text_sink = open(sink.fileno(), "w", closefd=False, buffering=1)  # where sys.std* were replaced (pytest, notebooks)
+        # where sys.std* were replaced (pytest, notebooks); one object per stream, so that a
+        # logging handler created on either inside the block can be handed back its real stream
+        real = {"out": sys.stdout, "err": sys.stderr}
+        text = {k: open(sink.fileno(), "w", closefd=False, buffering=1) for k in real}
         try:
-            with contextlib.redirect_stdout(text_sink), contextlib.redirect_stderr(text_sink):
+            with contextlib.redirect_stdout(text["out"]), contextlib.redirect_stderr(text["err"]):
                 yield noise
         finally:
-            text_sink.flush()
-            text_sink.close()
+            for k, stream in text.items():
+                stream.flush()
+                _repoint_handlers(stream, real[k])
+                stream.close()
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
@@ -87,6 +92,25 @@ def captured(noise: Noise | None = None) -> Iterator[Noise]:
                 lg.propagate = propagate
             for record in handler.records:
                 noise.feed(record)
+
+
+def _repoint_handlers(stream: object, real: object) -> None:
+    """Every logging handler made inside a captured block on ``sys.stdout``/``sys.stderr`` (e.g.
+    transformers' library handler, created on first use) holds the block's stream, closed when the
+    block ends: give it the stream it would have had outside, so later warnings are not lost to a
+    "Logging error ... I/O operation on closed file". Methods of the stream bound onto the handler
+    (transformers sets ``handler.flush = sys.stderr.flush``) are rebound too."""
+    loggers = [logging.getLogger()] + [lg for lg in list(logging.Logger.manager.loggerDict.values())
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for handler in list(lg.handlers):
+            if not isinstance(handler, logging.StreamHandler):
+                continue
+            for name, value in list(vars(handler).items()):
+                if getattr(value, "__self__", None) is stream:
+                    setattr(handler, name, getattr(real, name))
+            if handler.stream is stream:
+                handler.setStream(real)  # type: ignore[arg-type]
 
 
 class _ListHandler(logging.Handler):

@@ -37,6 +37,26 @@ def test_torch_classifier_outputs_label_and_probabilities(tmp_path, labels):
     np.testing.assert_allclose(list(out["classLabel_probs"].values()), probs, rtol=1e-6)
 
 
+def test_a_classifier_with_a_dynamic_batch_classifies_every_row(tmp_path):
+    from interop.runtimes import mil
+    from interop.stages.preprocess import probs_from_dict
+
+    torch.manual_seed(0)
+    labels = ["neg", "neu", "pos"]
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=-1)).eval()
+    x = torch.randn(5, 4)
+    batch = ct.TensorType(name="x", shape=(ct.RangeDim(1, 8, default=1), 4))
+    mlmodel = ct.convert(torch.jit.trace(model, x[:1]), inputs=[batch], convert_to="mlprogram",
+                         classifier_config=ct.ClassifierConfig(labels), compute_precision=ct.precision.FLOAT32)
+    mlmodel.save(str(tmp_path / "c.mlpackage"))
+    probs = model(x).detach().numpy()
+    out = mil.predict(tmp_path / "c.mlpackage", {"x": x.numpy()})
+    assert out["classLabel"] == [labels[i] for i in probs.argmax(-1)]
+    np.testing.assert_allclose(probs_from_dict(out["classLabel_probs"], labels), probs, rtol=1e-6)
+    one = mil.predict(tmp_path / "c.mlpackage", {"x": x[:1].numpy()})  # one row: a label and floats
+    assert one["classLabel"] == labels[int(probs[0].argmax())] and isinstance(one["classLabel_probs"]["pos"], float)
+
+
 def test_random_ops_have_the_declared_shapes_and_distributions():
     def build(x):
         return (mb.random_uniform(shape=np.array([200, 50], np.int32), low=np.float32(-2), high=np.float32(3)),

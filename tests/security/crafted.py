@@ -179,3 +179,61 @@ def onnx_with_external(folder: Path, location: str) -> Path:
 def copy_sample(name: str, dst: Path) -> Path:
     shutil.copy(SAMPLES / name, dst)
     return dst
+
+
+def _deflated_zeros(size: int) -> bytes:
+    """A raw deflate stream that inflates to ``size`` zero bytes, made without holding them: one
+    compressed MiB repeated (each segment ends on a full flush, so segments are independent)."""
+    import zlib
+
+    mib = 1 << 20
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = comp.compress(bytes(mib)) + comp.flush(zlib.Z_FULL_FLUSH)
+    tail = comp.compress(bytes(size % mib)) + comp.flush()
+    return segment * (size // mib) + tail
+
+
+def _deflated_member(zf: zipfile.ZipFile, name: str, size: int) -> None:
+    """Writes ``name`` as a deflated member inflating to ``size`` zeros (CRC left wrong: a bomb
+    does its damage while inflating, before any CRC is checked)."""
+    raw = _deflated_zeros(size)
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_STORED
+    zf.writestr(info, raw)
+    info.compress_type, info.file_size = zipfile.ZIP_DEFLATED, size  # patched below in the bytes
+
+
+def _patch_deflated(data: bytearray, sizes: dict[str, int]) -> bytes:
+    """Marks the named members deflated with the given inflated size, in local and central headers."""
+    for sig, method_at, size_at, name_len_at, name_at in ((b"PK\x03\x04", 8, 22, 26, 30), (b"PK\x01\x02", 10, 24, 28, 46)):
+        pos = data.find(sig)
+        while pos != -1:
+            (name_len,) = struct.unpack_from("<H", data, pos + name_len_at)
+            name = bytes(data[pos + name_at: pos + name_at + name_len]).decode()
+            if name in sizes:
+                struct.pack_into("<H", data, pos + method_at, zipfile.ZIP_DEFLATED)
+                struct.pack_into("<I", data, pos + size_at, sizes[name])
+            pos = data.find(sig, pos + 4)
+    return bytes(data)
+
+
+def deflate_bomb(src: Path, dst: Path, size: int = 3 << 30, nested: bool = False) -> Path:
+    """``src`` (a torch.save zip) plus one member of zeros that really inflates to ``size`` bytes
+    (3 GiB from about 3 MB on disk): added as ``<prefix>/data/bomb`` or, with ``nested``, inside a
+    zip stored as a member (``<prefix>/extra/inner.pt``, holding ``archive/data.pkl``)."""
+    with zipfile.ZipFile(src) as zf:
+        prefix = zf.namelist()[0].split("/")[0]
+    shutil.copyfile(src, dst)
+    if nested:
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as izf:
+            _deflated_member(izf, "archive/data.pkl", size)
+        blob = _patch_deflated(bytearray(inner.getvalue()), {"archive/data.pkl": size})
+        with zipfile.ZipFile(dst, "a") as zf:
+            zf.writestr(f"{prefix}/extra/inner.pt", blob)
+        return dst
+    name = f"{prefix}/data/bomb"
+    with zipfile.ZipFile(dst, "a") as zf:
+        _deflated_member(zf, name, size)
+    dst.write_bytes(_patch_deflated(bytearray(dst.read_bytes()), {name: size}))
+    return dst

@@ -23,12 +23,19 @@ from ..registry import kernel
 
 @kernel("classify")
 def classify(ctx, probabilities, classes):
-    """MIL ``classify``: (label of the largest probability, ``{label: probability}``)."""
-    probs = np.asarray(probabilities, dtype=np.float64).ravel()
+    """MIL ``classify``: (label of the largest probability, ``{label: probability}``). One row of
+    probabilities gives a label and floats, as Core ML does; a batch of rows (``(..., classes)``,
+    a classifier converted with a dynamic batch) gives a list of labels, one a row, and for each
+    label the array of its probability in every row."""
+    raw = np.asarray(probabilities, dtype=np.float64)
     labels = [c if isinstance(c, str) else int(c) for c in classes]
-    if len(labels) != probs.size:
-        raise ValueError(f"classify: {len(labels)} classes for {probs.size} probabilities")
-    return labels[int(np.argmax(probs))], {label: float(p) for label, p in zip(labels, probs)}
+    if len(labels) == raw.size:
+        probs = raw.ravel()
+        return labels[int(np.argmax(probs))], {label: float(p) for label, p in zip(labels, probs)}
+    if raw.ndim < 2 or raw.shape[-1] != len(labels):
+        raise ValueError(f"classify: {len(labels)} classes for probabilities of shape {list(raw.shape)}")
+    rows = raw.reshape(-1, len(labels))
+    return [labels[int(i)] for i in np.argmax(rows, axis=-1)], {label: rows[:, k] for k, label in enumerate(labels)}
 
 
 # ---------------------------------------------------------------------------------------- random
