@@ -53,8 +53,10 @@ def coreml_compute_precision(precision: str, fp32_ops: Iterable[str] = ()) -> An
 
 
 def saved_name(name: str) -> str:
-    """A name in the fp16 pass as the saved program spells it (``input.3`` -> ``input_3``)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+    """An op name in the fp16 pass as the saved program spells it (``input.3`` -> ``input_3``,
+    ``79`` -> ``op_79``: coremltools' NameSanitizer for op names)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return "op_" + name if re.match(r"[^A-Za-z_]", name) else name
 
 
 def pass_name(op_name: str) -> str:
