@@ -92,3 +92,32 @@ def test_precision_auto_is_accepted_and_unknown_values_are_bad_input(tmp_path):
     assert resolve(BuildConfig(model="tests.fixtures.precision_models:plain", precision="auto")).precision == "auto"
     with pytest.raises(SpecError, match="fp16, fp32 or auto"):
         resolve(BuildConfig(model="tests.fixtures.precision_models:plain", precision="fp8"))
+
+
+def test_overflow_ops_are_required_and_growth_ranks_the_rest():
+    from interop.targets.coreml_precision import OpError, candidates, island_sets, saved_name
+
+    errors = [OpError("a", "linear", 1e-3, 1e-3, False, True), OpError("b", "layer_norm", float("inf"), float("inf"), True, True),
+              OpError("c", "softmax", 5e-2, 4e-2, False, True), OpError("d", "mul", 1e-3, 0.0, True, False)]
+    required, ranked = candidates(errors)
+    assert required == ["b"] and ranked == ["c", "a"]  # d is fp32 already; c adds the most error
+    assert island_sets(required, ranked) == [["b"], ["b", "c"], ["b", "c", "a"]]
+    assert saved_name("input.3") == "input_3" and saved_name("79") == "op_79"
+
+
+@pytest.mark.slow
+def test_stateful_generation_ships_fp16_with_fp32_islands_tokens_exact(tmp_path):
+    """A tiny Llama whose RMSNorms square values beyond fp16's range: pure fp16 is refused with
+    cause fp16-precision; auto keeps the norms in fp32 and passes at the unchanged tolerance."""
+    config = dict(model="tests.fixtures.precision_models:loud_llama", task="text-generation", targets=["coreml"],
+                  max_context=48)
+    fp16 = build(BuildConfig(out=str(tmp_path / "fp16"), precision="fp16", **config))
+    assert not fp16.passed and fp16.data["targets"]["coreml"]["cause"] == "fp16-precision"
+    report = build(BuildConfig(out=str(tmp_path / "auto"), precision="auto", **config))
+    coreml = report.data["targets"]["coreml"]
+    assert report.passed, coreml
+    row = next(g for g in report.data["generation"] if g["runtime"] == "interop-mil")
+    assert row["tokens_match"] and row["passed"] and row["tolerance"] == fp16.data["generation"][0]["tolerance"]
+    islands = coreml["fp32_islands"]
+    assert {"pow", "rsqrt"} <= set(islands["types"].values()) and islands["share"]["ops"] < 0.5
+    assert coreml["states"] == ["key_cache", "value_cache"]
