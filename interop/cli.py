@@ -36,7 +36,7 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
     ("output_names", List[str], [], "--output-name", "Name of each output, in order."),
     ("out", Optional[str], None, "--out", "Output folder (default: the model's folder)."),
     ("targets", Optional[str], None, "--targets", "Comma-separated: onnx,coreml"),
-    ("precision", Optional[str], None, "--precision", "Core ML compute precision: fp16 (default) or fp32"),
+    ("precision", Optional[str], None, "--precision", "Core ML compute precision: fp16 (default), fp32, or auto (fp16 with fp32 islands for the ops that drift)"),
     ("config", Optional[str], None, "--config", "interop.toml or pyproject.toml with [tool.interop]"),
     ("factory", Optional[str], None, "--factory", "MODULE:FN building the model for a state_dict "
                                                   "(imports and runs that code from the current folder)"),

@@ -77,6 +77,7 @@ class OutputDiff:
     top5: float | None = None
     degenerate: bool = False
     shape: list[int] = field(default_factory=list)
+    cause: str | None = None  # a failed Core ML row: fp16-precision | conversion | capture (coreml_cause.py)
 
     def to_json(self) -> dict[str, Any]:
         return {k: _json_float(v) for k, v in asdict(self).items()}

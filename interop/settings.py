@@ -271,8 +271,8 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
 
     if check_targets:
         targets.selected(config.targets)  # unknown names are exit 2
-    if config.precision not in ("fp16", "fp32"):
-        raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16 or fp32")
+    if config.precision not in ("auto", "fp16", "fp32"):
+        raise SpecError(f"unknown precision {config.precision!r}", hint="use --precision fp16, fp32 or auto")
     choices = (("exporter", config.exporter, ("auto", "torchscript", "dynamo")),
                ("coreml-shapes", config.coreml_shapes, ("range", "enumerated")),
                ("coreml-capture", config.coreml_capture, ("auto", "trace", "export")),

@@ -65,7 +65,7 @@ def check_report(data: Any, verify: bool = False) -> None:
     for key in ("tolerance", "output_names"):
         for value in settings[key]:
             need(value, str, f"settings.{key}[]")
-    if settings["precision"] not in ("fp16", "fp32"):
+    if settings["precision"] not in ("auto", "fp16", "fp32"):
         raise ValueError(f"settings.precision is {settings['precision']!r}")
     if settings["seed"] < 0:
         raise ValueError(f"settings.seed is {settings['seed']}")

@@ -99,7 +99,10 @@ def run_generation(config: Any, model: Any, work: Path, stem: str, report: Repor
         report.data["targets"][name] = {"status": "ok", "path": None, **entry,
                                         "seconds": round(time.perf_counter() - started, 3), "error": None}
         stage(f"generating with the {name} form")
-        report.data["generation"].extend(verify_artifact(name, path, model, prompt, ref, config))
+        entries = verify_artifact(name, path, model, prompt, ref, config)
+        if name == "coreml":
+            entries = _precision(config, model, path, report.data["targets"][name], entries, prompt, ref)
+        report.data["generation"].extend(entries)
 
 
 def _export(name: str, config: Any, model: Any, work: Path, stem: str) -> tuple[Path, dict, list[Path]]:
@@ -116,6 +119,17 @@ def _export(name: str, config: Any, model: Any, work: Path, stem: str) -> tuple[
         shutil.rmtree(path, ignore_errors=True)
         entry = convert_coreml_stateless(model, path, config.max_context, config.precision)
         return path, {**entry, "stateful_error": str(exc)}, []
+
+
+def _precision(config: Any, model: Any, path: Path, entry: dict, entries: list[dict], prompt: np.ndarray,
+               ref: tuple) -> list[dict]:
+    """The cause of a Core ML generation disagreement; at --precision auto, fp32 islands."""
+    from .precision import attribute, repair
+
+    entry["precision_mode"] = config.precision
+    if attribute(entry, entries, path, prompt, ref) == "fp16-precision" and config.precision == "auto":
+        return repair(config, model, path, entry, entries, prompt, ref)
+    return entries
 
 
 def verify_artifact(name: str, path: Path, model: Any, prompt: np.ndarray, ref: tuple, config: Any) -> list[dict]:

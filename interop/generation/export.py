@@ -115,9 +115,14 @@ def write_genai_config(folder: Path, model: Any, onnx_name: str, max_context: in
 
 
 def convert_coreml(model: Any, path: Path, max_context: int, precision: str,
-                   write_offset: int = 0) -> dict[str, Any]:
-    """Write the stateful (iOS18) Core ML package to ``path``; returns its report entry."""
+                   write_offset: int = 0, fp32_ops: Any = ()) -> dict[str, Any]:
+    """Write the stateful (iOS18) Core ML package to ``path``; returns its report entry. ``fp32_ops``:
+    ops kept in fp32 in an fp16 package (generation/precision.py)."""
     import torch
+
+    from interop.targets.coreml.precision import compute_precision
+
+    precision = compute_precision(precision)
 
     wrapper = StatefulLM(model, max_context, write_offset=write_offset).eval()
     ids = torch.zeros(1, TRACE_QUERY, dtype=torch.int64)
@@ -125,7 +130,7 @@ def convert_coreml(model: Any, path: Path, max_context: int, precision: str,
     try:
         with torch.no_grad():
             traced = torch.jit.trace(wrapper, (ids, mask), check_trace=False)
-        mlmodel = _convert(traced, wrapper, max_context, precision)
+        mlmodel = _convert(traced, wrapper, max_context, precision, fp32_ops)
         mlmodel.save(str(path))
     except Exception as exc:
         raise ExportError(f"the stateful Core ML conversion failed: {first_line(exc)}",
@@ -135,9 +140,11 @@ def convert_coreml(model: Any, path: Path, max_context: int, precision: str,
             "state_shape": list(wrapper.key_cache.shape)}
 
 
-def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str) -> Any:
+def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str, fp32_ops: Any = ()) -> Any:
     import coremltools as ct
     import numpy as np
+
+    from interop.targets.coreml.precision import coreml_compute_precision
 
     query = ct.RangeDim(1, max_context, default=TRACE_QUERY)
     total = ct.RangeDim(1, max_context, default=TRACE_PAST + TRACE_QUERY)
@@ -150,7 +157,7 @@ def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str)
             inputs=[ct.TensorType(name="input_ids", shape=(1, query), dtype=np.int32),
                     ct.TensorType(name="causal_mask", shape=(1, 1, query, total), dtype=mask_dtype)],
             outputs=[ct.TensorType(name="logits", dtype=mask_dtype)], states=states,
-            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            compute_precision=coreml_compute_precision(precision, fp32_ops),
             skip_model_load=True)
 
 
@@ -163,6 +170,9 @@ def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision
     import numpy as np
     import torch
 
+    from interop.targets.coreml.precision import compute_precision
+
+    precision = compute_precision(precision)
     geo = cache_geometry(model)
     ins, outs = io_names(geo["layers"])
     total = TRACE_PAST + TRACE_QUERY

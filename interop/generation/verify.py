@@ -55,7 +55,9 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str,
     """The stateful package in the reference runtime (one state across the generation); on macOS
     in Core ML as well."""
     from interop.runtimes import mil
+    from interop.targets.coreml.precision import compute_precision
 
+    precision = compute_precision(precision)  # auto: an fp16 package (with or without fp32 islands)
     tokens, logits = ref
     mask_dtype = np.float16 if precision == "fp16" else np.float32
     loaded = mil.load_model(path)

@@ -26,7 +26,8 @@ _F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
 class _Step:
     """One non-const op, ready to run."""
 
-    __slots__ = ("op", "op_type", "fn", "const_args", "env_args", "list_args", "outs", "ctx", "has_blocks")
+    __slots__ = ("op", "op_type", "fn", "const_args", "env_args", "list_args", "outs", "ctx", "has_blocks",
+                 "promoted_args")
 
     def __init__(self, op: Any, fn: Any, constants: dict[str, Any]):
         self.op = op
@@ -48,6 +49,9 @@ class _Step:
         self.outs = [(var.name, numpy_dtype(var), _promoted(numpy_dtype(var))) for var in op.outputs]
         self.ctx = KernelContext(op, _no_blocks)
         self.has_blocks = bool(getattr(op, "blocks", None))
+        # a cast to fp16 stays fp32 in the shadow run (the whole program as if it were fp32)
+        self.promoted_args = ({"dtype": "fp32"} if op.op_type == "cast" and
+                              str(self.const_args.get("dtype")) == "fp16" else None)
 
 
 class _Plan:
@@ -130,6 +134,8 @@ class Interpreter:
         for name, sources in step.list_args:
             kwargs[name] = [value if is_const else (env[value] if value in env else _missing(value))
                             for is_const, value in sources]
+        if self.promote and step.promoted_args:
+            kwargs.update(step.promoted_args)
         if step.has_blocks:
             step.ctx = KernelContext(step.op, lambda blk, vals: self.run_block(blk, vals, env))
         result = step.fn(step.ctx, **kwargs)

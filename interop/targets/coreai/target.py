@@ -272,7 +272,7 @@ class CoreaiTarget(Target):
     verify_stage = "executing the Core AI model"
 
     def precision(self, config: Any) -> str:
-        return config.precision
+        return "fp32" if config.precision == "fp32" else "fp16"  # --precision auto: fp16 here
 
     def ensure_available(self) -> None:
         why = runtime.unavailable(convert=True)
@@ -287,7 +287,7 @@ class CoreaiTarget(Target):
         why = runtime.unavailable(convert=True)
         if why:
             raise ExportError(f"the coreai target is not available here: {why}", hint=runtime.INSTALL_HINT)
-        fp16 = config.precision == "fp16"
+        fp16 = self.precision(config) == "fp16"
         program = capture(prep.module, prep.export_args, spec, fp16, ctx.noise)
         converted = convert(program, spec.names(), prep.names, ctx.noise)
         del program
@@ -297,7 +297,7 @@ class CoreaiTarget(Target):
         except Exception as exc:
             raise ExportError(f"coreai-core could not save the asset: {first_line(exc)}", hint="report it") from exc
         del converted
-        entry = {"precision": config.precision, "capture": self._capture(prep.module), "versions": runtime.versions(),
+        entry = {"precision": self.precision(config), "capture": self._capture(prep.module), "versions": runtime.versions(),
                  "minimum_os": "iOS 27 / macOS 27", "notes": self._notes(spec, prep, fp16),
                  "verified_cases": [c.name for c in prep.cases]}
         stage(self.verify_stage)
@@ -306,7 +306,7 @@ class CoreaiTarget(Target):
             if problem:
                 out.not_executed.append((name, problem))
             else:
-                out.diffs.extend(diffs(self.name, name, prep.ref, got, prep.names, config.precision, config.tolerance))
+                out.diffs.extend(diffs(self.name, name, prep.ref, got, prep.names, self.precision(config), config.tolerance))
         return out
 
     @staticmethod

@@ -31,6 +31,7 @@ class CoremlOptions:
     capture: str = "auto"
     image: Any = None  # preprocess.ImageInput
     labels: list[str] | None = None
+    fp32_ops: tuple[str, ...] = ()  # fp16 with these ops (fp16-pass names) kept in fp32 (coreml_precision.py)
 
 
 @dataclass
@@ -95,8 +96,10 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
     import coremltools as ct
     import torch
 
+    from interop.targets.coreml.precision import coreml_compute_precision
+
     common: dict[str, Any] = dict(convert_to="mlprogram", minimum_deployment_target=target,
-                                  compute_precision=ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32)
+                                  compute_precision=coreml_compute_precision(opts.precision, opts.fp32_ops))
     if opts.labels:
         common["classifier_config"] = ct.ClassifierConfig(list(opts.labels))
     if capture == "trace":
@@ -177,7 +180,7 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
     """Convert through jit.trace, falling back to torch.export (or the reverse); save the package."""
     precision, target_name, shapes_mode, capture = opts.precision, opts.deployment_target, opts.shapes, opts.capture
     if precision not in PRECISIONS:
-        raise SpecError(f"unknown precision {precision!r}", hint="use fp16 or fp32")
+        raise SpecError(f"unknown precision {precision!r}", hint="use fp16 or fp32 (auto is resolved by the target)")
     if shapes_mode not in SHAPE_MODES:
         raise SpecError(f"unknown --coreml-shapes {shapes_mode!r}", hint="use range or enumerated")
     order = {"auto": ["trace", "export"], "trace": ["trace"], "export": ["export"]}.get(capture)
@@ -321,25 +324,42 @@ class CoremlTarget(Target):
     verify_stage = "executing the Core ML package"
 
     def precision(self, config: Any) -> str:
-        return config.precision
+        from interop.targets.coreml.precision import compute_precision
+
+        return compute_precision(config.precision)  # auto: fp16 (islands are held to fp16 tolerances)
 
     def build(self, ctx: TargetContext) -> TargetResult:
-        from interop.compare import diffs
         from interop.support.memory import release
-        from interop.support.progress import stage
+        from interop.targets.coreml.precision import compute_precision
 
         prep, spec, config = ctx.prep, ctx.spec, ctx.config
-        opts = CoremlOptions(config.precision, config.deployment_target, config.coreml_shapes, config.coreml_capture,
-                             prep.image, prep.labels)
+        opts = CoremlOptions(compute_precision(config.precision), config.deployment_target, config.coreml_shapes,
+                             config.coreml_capture, prep.image, prep.labels)
         result = build_coreml(prep.module, prep.export_args, spec, prep.cases, prep.names, ctx.work, ctx.stem, opts,
                               ctx.meta, ctx.noise, prep.trace)
         entry = {"precision": result.precision, "deployment_target": result.deployment_target,
                  "capture": result.capture, "rejected": result.rejected, "notes": result.notes,
-                 "shapes": result.shapes}
+                 "shapes": result.shapes, "precision_mode": config.precision}
         ctx.report.data["warnings"].extend(n for n in result.notes if n.startswith("FALLBACK"))
         # coremltools' MIL program (reference cycles: only the cycle collector frees it) holds its fp16
         # copy of the weights; collecting costs ~0.2 s, worth it only where that copy is large
         release(collect=(ctx.source.parameters or 0) * 2 > COLLECT_BYTES)
+        out = self.verify_package(result, ctx, entry)
+        if config.precision == "auto" and entry.get("cause") == "fp16-precision":
+            from interop.targets.coreml.islands import repair
+
+            out = repair(self, ctx, opts, result, entry, out, _declared_cases, build_coreml, coreml_feed)
+        return out
+
+    def verify_package(self, result: CoremlResult, ctx: TargetContext, entry: dict[str, Any],
+                       diagnose: bool = True) -> TargetResult:
+        """Execute the package in every runtime here and compare with PyTorch; on disagreement
+        (``diagnose``) say why in ``entry`` and on the failed rows."""
+        from interop.compare import diffs
+        from interop.support.progress import stage
+        from interop.targets.coreml.precision import compute_precision
+
+        prep, spec, config = ctx.prep, ctx.spec, ctx.config
         ref = _declared_cases(self.reference_for(prep, spec), spec, result.shapes)
         stage(self.verify_stage)
         out = TargetResult(result.path, entry)
@@ -347,17 +367,21 @@ class CoremlTarget(Target):
             if problem:
                 out.not_executed.append((runtime, problem))
                 continue
-            rows = diffs("coreml", runtime, ref, got, prep.names, config.precision, config.tolerance)
+            rows = diffs("coreml", runtime, ref, got, prep.names, compute_precision(config.precision), config.tolerance)
             bad = next((d for d in rows if not d.passed), None)
-            if bad is not None:
+            if bad is not None and diagnose:
                 self._diagnose(bad, runtime, entry, result, ctx, ref)
             out.diffs.extend(rows)
+        for row in out.diffs:
+            if not row.passed and entry.get("cause"):
+                row.cause = entry["cause"]
         return out
 
     def _diagnose(self, bad: Any, runtime: str, entry: dict[str, Any], result: CoremlResult, ctx: TargetContext,
                   ref: Any) -> None:
-        """Say why Core ML disagrees: the capture itself differs from eager PyTorch (checked first),
-        or the first MIL op that departs (with the fp16 hint when a value overflows)."""
+        """Say why Core ML disagrees: its cause (cause.py: the same program in fp32 agrees ->
+        fp16-precision; else the capture differs from eager PyTorch -> capture; else conversion), the
+        capture difference, or the first MIL op that departs (with the fp16 hint when a value overflows)."""
         from interop.targets.coreml.hints import capture_difference
 
         prep, spec = ctx.prep, ctx.spec
@@ -365,7 +389,8 @@ class CoremlTarget(Target):
         if bad.case in prep.ref.samples:
             with captured(ctx.noise):
                 capture = capture_difference(result.capture, prep, spec, bad.case, bad.sample)
-        if capture:
+        cause = self._cause(bad, entry, result, ctx, ref, capture is not None)
+        if capture and (cause is None or cause.cause != "fp16-precision"):
             entry["capture_difference"] = capture
             bad.note = f"{bad.note}; {capture}"
             return
@@ -375,9 +400,43 @@ class CoremlTarget(Target):
         if where:
             entry["departure"] = where.removeprefix("; ")
             bad.note = f"{bad.note}{where}"
-        if ctx.config.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
+        if result.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
             entry["hint"] = "values beyond fp16's range (65504): build with --precision fp32"
+            if ctx.config.precision != "auto":
+                entry["hint"] += " (or --precision auto: fp32 only for the ops that overflow)"
             bad.note = f"{bad.note} — {entry['hint']}"
+        elif cause is not None and cause.cause == "conversion" or (cause and cause.cause == "fp16-precision"
+                                                                   and ctx.config.precision != "auto"):
+            from interop.targets.coreml.cause import hint
+
+            entry["hint"] = hint(cause)
+            bad.note = f"{bad.note} — {entry['hint']}"
+
+    def _cause(self, bad: Any, entry: dict[str, Any], result: CoremlResult, ctx: TargetContext, ref: Any,
+               capture_differs: bool) -> Any:
+        """The cause of the first disagreement (once per package; best effort, never fails a build)."""
+        from interop.targets.coreml import cause as coreml_cause
+
+        if "cause" in entry:
+            return coreml_cause.Cause(entry["cause"], entry["fp32_rel_l2"], entry.get("cause_op"))
+        prep, spec = ctx.prep, ctx.spec
+        try:
+            sample = ref.samples[bad.case][bad.sample]
+            got = coreml_cause.fp32_outputs(result.path, coreml_feed(spec, sample), prep.names, prep.labels)
+            ok, rel = coreml_cause.fp32_agrees(got, ref, bad.case, bad.sample, prep.names, result.precision,
+                                               ctx.config.tolerance)
+            cause = coreml_cause.classify(ok, rel, capture_differs)
+            if cause.cause == "conversion":
+                with captured(ctx.noise):
+                    cause.op = coreml_cause.first_conversion_op(result.path, coreml_feed(spec, sample), prep.module,
+                                                                sample, spec.names())
+        except Exception:  # attribution is evidence, not a verdict
+            return None
+        entry["cause"], entry["fp32_rel_l2"] = cause.cause, round(cause.fp32_rel_l2, 6)
+        if cause.op:
+            entry["cause_op"] = cause.op
+        bad.note = f"{bad.note}; {cause.note()}" if bad.note else cause.note()
+        return cause
 
     @staticmethod
     def _departure(path: Path, spec: InputSpec, prep: Any, sample: dict[str, np.ndarray]) -> str:
