@@ -9,7 +9,7 @@ TORCH   := torch==2.13.0
 # RoiAlign converters), and PyPI's torchvision pulls a CUDA torch of several GB (see pyproject.toml).
 ONNX2TORCH := onnx2torch==1.5.15
 
-.PHONY: demo test test-all samples conformance coverage compression clean
+.PHONY: demo test test-all samples conformance coverage compression optimum clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ conformance: $(STAMP)
 
 coverage: $(STAMP)
 	$(BIN)/python scripts/coverage.py
+
+optimum: $(STAMP)  # Optimum loads interop's output folders (its own venv: optimum-onnx pins transformers < 4.58)
+	$(BIN)/python scripts/check_optimum.py $(OUT)
 
 compression: $(STAMP)
 	$(BIN)/python scripts/compression_table.py --write docs/compression.md

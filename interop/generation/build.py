@@ -62,6 +62,9 @@ def build_generation(config: Any, source: Any = None) -> Report:
     with folder.session() as work:
         report = start_report(config, source)
         run_generation(config, source.module, work, folder.stem, report)
+        from interop.generation.genai_config import ship_lm_folder
+
+        ship_lm_folder(source, work, folder.folder, report)  # tokenizer, config.json: clients load the folder as is
         finish(report)
         from interop.variants.generation import build_generation_variants  # --compress
 

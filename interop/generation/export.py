@@ -89,6 +89,8 @@ def _write_artifact(raw: Path, path: Path) -> bool:
 
 def write_genai_config(folder: Path, model: Any, onnx_name: str, max_context: int) -> Path:
     """``genai_config.json`` beside the ONNX model, so onnxruntime-genai can load the folder."""
+    from .genai_config import genai_type
+
     geo = cache_geometry(model)
     config = model.config
     eos = getattr(config, "eos_token_id", None)
@@ -96,7 +98,7 @@ def write_genai_config(folder: Path, model: Any, onnx_name: str, max_context: in
     data = {"model": {
         "bos_token_id": bos if bos is not None else 0, "context_length": int(max_context),
         "eos_token_id": eos if eos is not None else 0, "pad_token_id": getattr(config, "pad_token_id", None) or 0,
-        "type": getattr(config, "model_type", "decoder"), "vocab_size": geo["vocab"],
+        "type": genai_type(getattr(config, "model_type", None)), "vocab_size": geo["vocab"],
         "decoder": {"session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
                     "filename": onnx_name, "head_size": geo["head_dim"], "hidden_size": geo["hidden"],
                     "num_attention_heads": geo["heads"], "num_hidden_layers": geo["layers"],

@@ -12,6 +12,8 @@ plugin is asked before the built-ins and the catch-all ``pytorch`` last):
 
 * ``onnx``: an ``.onnx`` file (sources/onnx_file.py: ONNX Runtime on the file as the reference, the
   graph converted to PyTorch by onnx2torch for the targets built from a module);
+* ``huggingface``: a ``save_pretrained`` folder (sources/hf_folder.py: config.json + safetensors or
+  weights-only ``pytorch_model.bin``; ``auto_map`` code only with ``--trust``);
 * ``pytorch``: everything else (sources/torch_files.py: TorchScript, ``.pt2`` ExportedProgram,
   pickled module, state_dict + ``--factory``, ``MODULE:FN`` entry point).
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from interop.support.registry import RegistrationError, Registry
 
-BUILTIN = ("interop.sources.kinds",)
+BUILTIN = ("interop.sources.kinds", "interop.sources.hf_folder")
 _REGISTRY = Registry("a source kind named", BUILTIN)
 
 

@@ -49,6 +49,8 @@ class OutputFolder:
         is_file = os.path.lexists(path)
         stem = path.stem if is_file else model.rpartition(":")[2]  # MODULE:FN -> FN
         folder = Path(out) if out else (path.parent if is_file else Path.cwd())
+        if is_file and path.is_dir():  # a model folder (Hugging Face): model.onnx, ... inside it, Optimum's names
+            stem, folder = "model", Path(out) if out else path
         if folder.exists() and not folder.is_dir():
             raise SpecError(f"--out {_shown(folder)} is a file, not a folder",
                             hint="pass a folder (it is created if missing)")

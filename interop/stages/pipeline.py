@@ -74,6 +74,9 @@ def _build_in(config: BuildConfig, source: Source, spec: InputSpec, folder: "Out
         release()
     if prep.conversion is not None:
         report.data["conversion"] = prep.conversion
+    from interop.sources.hf_folder import ship_folder_files  # a model folder's config and tokenizer beside the ONNX
+
+    ship_folder_files(source, work, folder.folder, report)
     report.add_noise(prep.noise)
     report.finish()
     from interop.variants.build import build_variants  # --compress: variants of the targets that passed

@@ -399,17 +399,19 @@ def read_labels(path: str) -> list[str]:
 
 
 def single_image_cases(prep: Prepared, spec: InputSpec) -> Reference:
-    """A Core ML image input takes one picture: every case at batch 1 (inputs sharing the image's
-    batch dim sliced to their first item), with PyTorch's outputs for exactly those inputs."""
-    batch = spec.by_name(prep.image.input).dynamic.get(0)
+    """A Core ML image input takes one picture, and a Core ML classifier labels one sample: every
+    case at batch 1 (inputs sharing the image's -- or the first input's -- batch dim sliced to their
+    first item), with PyTorch's outputs for exactly those inputs."""
+    anchor = prep.image.input if prep.image is not None else spec.inputs[0].name
+    batch = spec.by_name(anchor).dynamic.get(0)
     sharing = [t.name for t in spec.inputs if batch and t.dynamic.get(0) and t.dynamic[0].name == batch.name]
-    sharing = sharing or [prep.image.input]
+    sharing = sharing or [anchor]
     out = Reference(compare_where=prep.ref.compare_where)
     for case, samples in prep.ref.samples.items():
-        if samples[0][prep.image.input].shape[0] == 1:
+        if samples[0][anchor].shape[0] == 1:
             out.samples[case], out.outputs[case] = samples, prep.ref.outputs[case]
             continue
-        name = f"{case}, one image"
+        name = f"{case}, one image" if prep.image is not None else f"{case}, one sample"
         sliced = [{k: (v[:1] if k in sharing else v) for k, v in s.items()} for s in samples]
         out.samples[name] = sliced
         out.outputs[name] = [run_torch(prep.module, s, spec.names()) for s in sliced]

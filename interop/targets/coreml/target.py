@@ -448,7 +448,7 @@ class CoremlTarget(Target):
     def reference_for(self, prep: Any, spec: InputSpec) -> Any:
         from interop.stages.prepare import single_image_cases
 
-        return single_image_cases(prep, spec) if prep.image is not None else prep.ref
+        return single_image_cases(prep, spec) if prep.image is not None or prep.labels else prep.ref
 
     def execute(self, path, spec, ref, names, labels=None, image=None):
         """The reference runtime everywhere and, on macOS, Core ML itself."""
