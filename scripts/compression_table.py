@@ -61,17 +61,21 @@ def _num(v, fmt: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | target | variant | size KB | ratio | PSNR dB | cosine | top-1 | passed | where / note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    from interop.variants.coverage import describe
+
+    lines = ["| model | target | variant | size KB | ratio | coverage | PSNR dB | cosine | top-1 | passed | where / note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         passed = {True: "yes", False: "**no**", None: "skipped"}[r["passed"]]
+        if r.get("status") == "not-applicable":
+            passed = "not applicable"
         why = r.get("where") or r.get("error") or r.get("note") or ""
-        for key in ("fraction_int4",):
-            if r.get(key) is not None and r["passed"] is not None:
-                why = f"{r[key]:.0%} of weights 4-bit" + (f"; {why}" if why else "")
+        if (r.get("recipe") or {}).get("kept") and r["passed"]:
+            why = f"recipe kept {', '.join(r['recipe']['kept'])} at {r['recipe'].get('kept_as', '8 bits')}" + \
+                  (f"; {why}" if why else "")
         lines.append(f"| {r['model']} | {r['target']} | {r['variant']} | {_num((r['bytes'] or 0) / 1024 if r['bytes'] else None, '.1f')} | "
-                     f"{_num(r['ratio'], '.3f')} | {_num(r['psnr_db'], '.1f')} | {_num(r['cosine'], '.5f')} | "
-                     f"{_num(r['top1'], '.2f')} | {passed} | {why.replace('|', '/')} |")
+                     f"{_num(r['ratio'], '.3f')} | {describe(r.get('coverage')) or '—'} | {_num(r['psnr_db'], '.1f')} | "
+                     f"{_num(r['cosine'], '.5f')} | {_num(r['top1'], '.2f')} | {passed} | {why.replace('|', '/')} |")
     return "\n".join(lines)
 
 

@@ -39,6 +39,10 @@ class VariantContext:
     spec: Any  # InputSpec
     calibration: list[dict[str, Any]] = field(default_factory=list)  # the user's --calibration samples
     work: Path | None = None
+    options: dict[str, int] = field(default_factory=dict)  # --compress int4:block=64 -> {"block": 64}
+    keep: tuple[str, ...] = ()  # weights a mixed-precision recipe keeps at 8 bits (interop.variants.recipe)
+    only: tuple[str, ...] = ()  # when set, compress only these weights (the recipe's one-weight probes)
+    deployment_target: str = "iOS16"  # the base Core ML package's (--deployment-target)
 
 
 @dataclass
@@ -47,13 +51,14 @@ class Variant:
     name: str
     make: Callable[[Path, Path, VariantContext], dict[str, Any]]
     library: str = ""  # the API that does the compression (printed in the report)
+    recipe: bool = False  # takes VariantContext.keep: a gate-driven mixed-precision recipe may retry it
 
 
-def register_variant(target: str, name: str, library: str = "") -> Callable:
+def register_variant(target: str, name: str, library: str = "", recipe: bool = False) -> Callable:
     def register(make: Callable) -> Callable:
         if name not in KNOWN:
             raise RuntimeError(f"variant {name!r} is not one of {KNOWN}")
-        _REGISTRY.add((target, name), Variant(target, name, make, library), owner=make.__module__)
+        _REGISTRY.add((target, name), Variant(target, name, make, library, recipe), owner=make.__module__)
         return make
 
     return register
@@ -71,17 +76,59 @@ def skip_note(target: str, name: str) -> str:
     return NOT_APPLICABLE.get((target, name), f"interop has no {name} variant of {target} artifacts: skipped")
 
 
-def parse_compress(values: list[str]) -> list[str]:
-    """``--compress int8,int4`` (repeatable) -> variant names in the order given, without repeats."""
-    names: list[str] = []
+OPTIONS: dict[str, dict[str, str]] = {  # variant -> option -> what it sets
+    "int4": {"block": "block size along the input axis (Core ML iOS18 per_block, ONNX MatMulNBits)"},
+    "int8": {"block": "ONNX MatMulNBits block size (Core ML int8 stays per channel)"},
+    **{f"palettize{b}": {"group": "output channels per lookup table (Core ML iOS18 per_grouped_channel)"}
+       for b in (4, 6, 8)},
+}
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits takes powers of two >= 16
+
+
+def _option(name: str, text: str, item: str) -> tuple[str, int]:
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    allowed = OPTIONS.get(name, {})
+    if not eq or key not in allowed:
+        hint = (f"{name} takes " + ", ".join(f"{k}=N ({v})" for k, v in allowed.items())) if allowed else \
+            f"{name} takes no options"
+        raise SpecError(f"bad --compress {text!r}: unknown option {item!r}", hint=hint)
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise SpecError(f"bad --compress {text!r}: {value!r} is not a whole number", hint=f"e.g. {name}:{key}=32") from exc
+    if key == "block" and number not in BLOCK_SIZES:
+        raise SpecError(f"bad --compress {text!r}: block must be one of {', '.join(map(str, BLOCK_SIZES))}",
+                        hint=f"e.g. {name}:block=64")
+    if key == "group" and number < 1:
+        raise SpecError(f"bad --compress {text!r}: group must be 1 or more", hint=f"e.g. {name}:group=16")
+    return key, number
+
+
+def parse_compress_specs(values: list[str]) -> list[tuple[str, dict[str, int]]]:
+    """``--compress int8,int4:block=64,palettize4:group=16`` (repeatable) -> (variant, options) in
+    the order given. A variant named twice with different options is refused: its artifact name
+    (``<stem>.<variant><suffix>``) would be ambiguous."""
+    specs: dict[str, dict[str, int]] = {}
     for text in values:
-        for name in (n.strip() for n in text.split(",")):
-            if name and name not in names:
-                names.append(name)
-    unknown = [n for n in names if n not in KNOWN]
-    if unknown:
-        raise SpecError(f"unknown --compress variant(s) {', '.join(unknown)}", hint=f"use one or more of {','.join(KNOWN)}")
-    return names
+        for item in (n.strip() for n in text.split(",")):
+            if not item:
+                continue
+            name, *opts = [p.strip() for p in item.split(":")]
+            if name not in KNOWN:
+                raise SpecError(f"unknown --compress variant(s) {name}", hint=f"use one or more of {','.join(KNOWN)}")
+            options = dict(_option(name, item, o) for o in opts if o)
+            if name in specs and specs[name] != options:
+                raise SpecError(f"--compress names {name} twice with different options",
+                                hint=f"build one {name} per output folder")
+            specs[name] = options
+    return list(specs.items())
+
+
+def parse_compress(values: list[str]) -> list[str]:
+    """``--compress int8,int4`` (repeatable) -> variant names in the order given, without repeats
+    (options such as ``int4:block=64`` are parsed and checked, see :func:`parse_compress_specs`)."""
+    return [name for name, _ in parse_compress_specs(values)]
 
 
 def check_choices(config: Any) -> None:

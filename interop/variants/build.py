@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interop.variants import VariantContext, get, parse_compress, skip_note
+from interop.variants import VariantContext, get, parse_compress_specs, skip_note
 from interop.variants.gates import Gate, gate_for, gate_overrides, measure, misses
 
 
@@ -42,19 +42,23 @@ def build_variants(ctx: Any, report: Any, chosen: list[Any]) -> None:
     go to ``report.data["variants"]``, artifacts to ``report.variant_artifacts``."""
     from interop.support.progress import stage
 
-    names = parse_compress(list(getattr(ctx.config, "compress", []) or []))
-    if not names:
+    specs = parse_compress_specs(list(getattr(ctx.config, "compress", []) or []))
+    if not specs:
         return
     overrides = gate_overrides(list(getattr(ctx.config, "gate", []) or []))
-    report.data["gates"] = {n: gate_for(n, overrides).to_json() for n in names}
-    vctx = VariantContext(ctx.spec, calibration_samples(ctx.config, ctx.spec), ctx.work)
+    report.data["gates"] = {n: gate_for(n, overrides).to_json() for n, _ in specs}
+    calibration = calibration_samples(ctx.config, ctx.spec)
     for target in chosen:
         status = report.data["targets"].get(target.name, {}).get("status")
-        for name in names:
+        for name, options in specs:
             stage(f"compressing {target.name}: {name}")
+            vctx = VariantContext(ctx.spec, calibration, ctx.work, options=options,
+                                  deployment_target=str(getattr(ctx.config, "deployment_target", "") or "iOS16"))
             row = {"target": target.name, "variant": name, "path": None, "bytes": None, "ratio": None,
                    "psnr_db": None, "cosine": None, "top1": None, "top5": None,
                    "gate": gate_for(name, overrides).to_json(), "passed": None, "where": None, "status": "skipped"}
+            if options:
+                row["options"] = options
             if get(target.name, name) is None:
                 row["note"] = skip_note(target.name, name)
             elif status != "ok" or target.name not in report.artifacts:
@@ -62,9 +66,12 @@ def build_variants(ctx: Any, report: Any, chosen: list[Any]) -> None:
             else:
                 build_one(target, name, ctx, vctx, report, row, gate_for(name, overrides))
             report.data["variants"].append(row)
-    judged = [r for r in report.data["variants"] if r["status"] != "skipped"]
+    judged = [r for r in report.data["variants"] if r["status"] not in UNJUDGED]
     if any(not r["passed"] for r in judged):
         report.data["passed"] = False
+
+
+UNJUDGED = ("skipped", "not-applicable")  # rows without a verdict: they neither pass nor fail the build
 
 
 def build_one(target: Any, name: str, ctx: Any, vctx: VariantContext, report: Any, row: dict[str, Any],
@@ -75,25 +82,46 @@ def build_one(target: Any, name: str, ctx: Any, vctx: VariantContext, report: An
     row["library"] = variant.library
     if compress_into(row, out, lambda: variant.make(base, out, vctx), variant.library, report, target.name):
         judge(target, out, base, ctx, row, gate)
+        if row["status"] == "failed" and variant.recipe and row.get("psnr_db") is not None:
+            from interop.variants.recipe import mixed_precision
+
+            mixed_precision(target, variant, out, base, ctx, vctx, report, row, gate)
+
+
+def _remove(out: Path) -> None:
+    shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
 
 
 def compress_into(row: dict[str, Any], out: Path, make: Any, who: str, report: Any, target: str) -> bool:
     """Run ``make()`` (it writes the variant to ``out``) and record its info, size, ratio to the
-    base artifact and seconds in ``row``; a library that cannot compress the model is a failed
-    variant (False), not a crash. The written variant is registered for the commit."""
+    base artifact, coverage (:mod:`interop.variants.coverage`) and seconds in ``row``; a library
+    that cannot compress the model is a failed variant (False), not a crash. A variant that
+    compresses too little is ``not-applicable``: removed, not judged, not shipped (False). The
+    written variant is registered for the commit."""
     from interop.errors import first_line
+    from interop.variants import coverage
 
     started = time.perf_counter()
     try:
         info = make()
     except Exception as exc:
-        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
+        _remove(out)
         row.update(status="failed", passed=False, error=f"{who} failed: {first_line(exc)}",
                    seconds=round(time.perf_counter() - started, 3))
         return False
-    row.update({k: v for k, v in info.items() if k not in row})
+    row.update({k: v for k, v in info.items() if k not in row or k == "note"})
     row.update(bytes=size_of(out), seconds=round(time.perf_counter() - started, 3))
     row["ratio"] = round(row["bytes"] / max(1, _base_bytes(report, target)), 4)
+    try:
+        row["coverage"] = coverage.measure(target, report.artifacts[target], out)
+    except Exception as exc:  # a measure that cannot read the artifact says so; the gate still judges it
+        row["coverage"] = None
+        row["coverage_error"] = first_line(exc)
+    why = coverage.not_applicable(row["coverage"], row["ratio"])
+    if why:
+        _remove(out)
+        row.update(status="not-applicable", passed=None, note=why, path=None)
+        return False
     report.variant_artifacts[f"{target}:{row['variant']}"] = out
     return True
 
@@ -158,9 +186,17 @@ def _rounded(m: dict[str, Any]) -> dict[str, Any]:
 def console_line(r: dict[str, Any]) -> str:
     """One rich-markup line per variant for the build's console summary."""
     name = f"{r['target']} {r['variant']}"
+    if r.get("status") == "not-applicable":
+        return f"[yellow]- {name}: not applicable — {r.get('note', '')}[/]"
     if r["passed"] is None:
         return f"[dim]- {name}: {r.get('note', 'skipped')}[/]"
     metrics = f"PSNR {r['psnr_db']} dB, cosine {r['cosine']}, {r['ratio']}x size" if r.get("psnr_db") is not None else ""
+    if r.get("coverage"):
+        from interop.variants.coverage import describe
+
+        metrics += f", {describe(r['coverage'])} compressed"
+    if (r.get("recipe") or {}).get("kept"):
+        metrics += f", kept at 8 bits: {', '.join(r['recipe']['kept'])}"
     if r["passed"]:
         return f"[green]✓[/] {name}: {r.get('path') or '(not kept)'}  [dim]{metrics}[/]"
     why = r.get("error") or ""
@@ -174,18 +210,26 @@ def markdown(data: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     lines = ["## Compressed variants (against PyTorch fp32)", "",
-             "| target | variant | size | ratio | PSNR dB | cosine | top-1 | top-5 | gate | passed | where / note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| target | variant | size | ratio | coverage | PSNR dB | cosine | top-1 | top-5 | gate | passed | "
+             "where / note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         g = r["gate"]
         gate = f"psnr≥{g['psnr']:g}, cos≥{g['cosine']:g}" + (" (user override)" if g.get("source") != "default" else "")
         passed = {True: "yes", False: "**NO**", None: "—"}[r["passed"]]
+        if r.get("status") == "not-applicable":
+            passed = "not applicable"
+        from interop.variants.coverage import describe
+
+        cover = describe(r.get("coverage")) or "—"
+        note = r.get("where") or r.get("error") or r.get("note") or ""
+        if (r.get("recipe") or {}).get("kept"):
+            note = f"kept at 8 bits: {', '.join(r['recipe']['kept'])}" + (f"; {note}" if note else "")
         size = "—" if not r.get("bytes") else (f"{r['bytes'] / 1e6:.3g} MB" if r["bytes"] >= 1e6 else
                                                f"{r['bytes'] / 1e3:.3g} kB")
-        lines.append(f"| {r['target']} | {r['variant']} | {size} | {r['ratio'] or '—'} | {r['psnr_db'] or '—'} | "
+        lines.append(f"| {r['target']} | {r['variant']} | {size} | {r['ratio'] or '—'} | {cover} | {r['psnr_db'] or '—'} | "
                      f"{r['cosine'] or '—'} | {r['top1'] if r['top1'] is not None else '—'} | "
-                     f"{r['top5'] if r['top5'] is not None else '—'} | {gate} | {passed} | "
-                     f"{r.get('where') or r.get('error') or r.get('note') or ''} |")
+                     f"{r['top5'] if r['top5'] is not None else '—'} | {gate} | {passed} | {note} |")
     gates = data.get("gates") or {}
     lines += ["", "Gates: " + "; ".join(f"{n}: " + ", ".join(f"{k} ≥ {v}" for k, v in g.items()
                                                                  if k in ("psnr", "cosine", "top1", "top5"))

@@ -2,13 +2,15 @@
 
 * ``int8``: ``linear_quantize_weights``, symmetric int8 per output channel (iOS16
   ``constexpr_affine_dequantize``);
-* ``int4``: ``linear_quantize_weights``, symmetric int4 in blocks of 32 along the input axis (iOS18
-  ``constexpr_blockwise_shift_scale``; the package's spec version is raised to iOS18). coremltools
-  *skips* a weight whose input size is not a multiple of the block, with a log line only: interop
-  finds those weights (still uncompressed after the block-wise pass) and quantizes them per
-  channel instead, and says which;
+* ``int4``: ``linear_quantize_weights``, symmetric int4 in blocks of 32 (``int4:block=N``) along the
+  input axis (iOS18 ``constexpr_blockwise_shift_scale``; the package's spec version is raised to
+  iOS18). coremltools *skips* a weight whose input size is not a multiple of the block, with a log
+  line only: interop gives those weights int4 per channel instead, and says which;
 * ``palettize4/6/8``: ``palettize_weights``, k-means lookup table of 2^n fp16 values per tensor
-  (iOS16 ``constexpr_lut_to_dense``);
+  (iOS16 ``constexpr_lut_to_dense``), or one table per group of output channels (iOS18 grouped
+  ``constexpr_lut_to_dense``) with ``palettize4:group=N`` or ``--deployment-target iOS18``;
+* a gate-driven recipe (:mod:`interop.variants.recipe`) may keep named weights of int4 and
+  palettize4/6 at int8 (``VariantContext.keep``);
 * ``int8-static``: ``linear_quantize_activations`` (iOS17 ``quantize`` / ``dequantize`` pairs)
   calibrated on the user's ``--calibration`` samples, then int8 weights. coremltools calibrates
   by running the model in the Core ML framework (macOS only); interop hands that one call
@@ -47,8 +49,9 @@ def _load(base: Path, min_spec: int | None = None) -> Any:
     return model
 
 
-def weights(model: Any) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of the constants a variant compresses (see the module doc)."""
+def weights(model: Any, only: tuple[str, ...] = ()) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the constants a variant compresses (see the module doc); with ``only``
+    (a recipe's probe), just those."""
     import coremltools.optimize.coreml as cto
 
     from interop.support.quiet import captured
@@ -56,7 +59,8 @@ def weights(model: Any) -> dict[str, tuple[int, ...]]:
     with captured():
         meta = cto.get_weights_metadata(model, weight_threshold=0)
     return {name: tuple(m.val.shape) for name, m in meta.items()
-            if np.ndim(m.val) >= 2 and np.size(m.val) >= MIN_WEIGHT_ELEMENTS and np.asarray(m.val).dtype.kind == "f"}
+            if np.ndim(m.val) >= 2 and np.size(m.val) >= MIN_WEIGHT_ELEMENTS and np.asarray(m.val).dtype.kind == "f"
+            and (not only or name in only)}
 
 
 def _compress(model: Any, configs: dict[str, Any], how: str) -> Any:
@@ -104,53 +108,97 @@ def _summary(model: Any, chosen: dict[str, tuple[int, ...]], key: str) -> dict[s
     return info
 
 
-@register_variant("coreml", "int8", "coremltools.optimize.coreml.linear_quantize_weights (int8, per channel)")
+@register_variant("coreml", "int8", "coremltools.optimize.coreml.linear_quantize_weights (int8, per channel)",
+                  recipe=True)
 def int8(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
+    """Weights a recipe keeps stay at the base package's precision."""
     model = _load(base)
-    chosen = weights(model)
+    chosen = {n: s for n, s in weights(model, vctx.only).items() if n not in vctx.keep}
     compressed = _compress(model, {n: _linear("int8") for n in chosen}, "linear")
     _save(compressed, out)
-    return _summary(compressed, chosen, "fraction_int8")
+    info = _summary(compressed, chosen, "fraction_int8")
+    if vctx.keep:
+        info["kept_float"] = sorted(vctx.keep)
+    return info
 
 
-@register_variant("coreml", "int4", "coremltools.optimize.coreml.linear_quantize_weights (int4, block 32, iOS18)")
+def _ios(target: str) -> int:
+    """``iOS17`` -> 17 (0 for anything else: an older form)."""
+    text = str(target or "")
+    return int(text[3:]) if text.startswith("iOS") and text[3:].isdigit() else 0
+
+
+def _int4_config(shape: tuple[int, ...], block: int) -> Any:
+    """Block-wise along the input axis when the blocks fit; coremltools *skips* a weight whose input
+    size is not a multiple of the block (a log line only), so those are int4 per channel."""
+    return _linear("int4", "per_channel") if shape_misfits(shape, block) else _linear("int4", "per_block", block)
+
+
+@register_variant("coreml", "int4", "coremltools.optimize.coreml.linear_quantize_weights (int4, block 32, iOS18)",
+                  recipe=True)
 def int4(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
+    block = vctx.options.get("block", 32)
     model = _load(base, IOS18_SPEC)
-    chosen = weights(model)
-    blockwise = _compress(model, {n: _linear("int4", "per_block", 32) for n in chosen}, "linear")
-    skipped = _uncompressed(blockwise, list(chosen))
-    compressed = blockwise
-    if skipped:  # coremltools skipped them (input size not a multiple of 32): per channel instead
-        configs = {n: _linear("int4", "per_channel") if n in skipped else _linear("int4", "per_block", 32)
-                   for n in chosen}
+    chosen = weights(model, vctx.only)
+    kept = [n for n in chosen if n in vctx.keep]
+    configs = {n: _linear("int8") if n in kept else _int4_config(chosen[n], block) for n in chosen}
+    compressed = _compress(model, configs, "linear")
+    skipped = _uncompressed(compressed, [n for n in chosen if n not in kept])
+    fallback = [n for n in chosen if n not in kept and shape_misfits(chosen[n], block)]
+    if skipped:  # anything coremltools still skipped: int4 per channel
+        configs.update({n: _linear("int4", "per_channel") for n in skipped})
         compressed = _compress(model, configs, "linear")
+        fallback = sorted(set(fallback) | set(skipped))
     _save(compressed, out)
     info = _summary(compressed, chosen, "fraction_int4")
-    info["deployment_target"] = "iOS18"
-    if skipped:
-        info["per_channel_fallback"] = skipped
-        info["note"] = (f"{len(skipped)} weight(s) whose input size is not a multiple of 32 are int4 per channel "
+    info.update(deployment_target="iOS18", block_size=block)
+    if kept:
+        info["kept_int8"] = kept
+    if fallback:
+        info["per_channel_fallback"] = fallback
+        info["note"] = (f"{len(fallback)} weight(s) whose input size is not a multiple of {block} are int4 per channel "
                         "(coremltools' block-wise pass skips them)")
     return info
 
 
+def shape_misfits(shape: tuple[int, ...], block: int) -> bool:
+    return len(shape) < 2 or shape[1] % block != 0
+
+
 def _palettize(nbits: int):
     def make(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
+        """Per tensor on older targets; grouped-channel lookup tables (iOS18) with ``group=N`` or a
+        deployment target of iOS18 or later (16 output channels per table by default). Weights a
+        recipe keeps are int8 (linear, per channel) instead."""
         import coremltools.optimize.coreml as cto
 
-        model = _load(base)
-        chosen = weights(model)
-        cfg = cto.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=0)
-        compressed = _compress(model, {n: cfg for n in chosen}, "palettize")
+        group = vctx.options.get("group") or (16 if _ios(vctx.deployment_target) >= 18 else None)
+        model = _load(base, IOS18_SPEC if group else None)
+        chosen = weights(model, vctx.only)
+        kept = [n for n in chosen if n in vctx.keep]
+        if group:
+            cfg = cto.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_grouped_channel",
+                                         group_size=group, channel_axis=0, weight_threshold=0)
+        else:
+            cfg = cto.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=0)
+        compressed = _compress(model, {n: None if n in kept else cfg for n in chosen}, "palettize")
+        if kept:
+            compressed = _compress(compressed, {n: _linear("int8") if n in kept else None for n in chosen}, "linear")
         _save(compressed, out)
-        return _summary(compressed, chosen, f"fraction_{nbits}bit")
+        info = _summary(compressed, chosen, f"fraction_{nbits}bit")
+        if group:
+            info.update(deployment_target="iOS18", group_size=group)
+        if kept:
+            info["kept_int8"] = kept
+        return info
 
     return make
 
 
 for _bits in (4, 6, 8):
     register_variant("coreml", f"palettize{_bits}",
-                     f"coremltools.optimize.coreml.palettize_weights (k-means, {_bits} bits, per tensor)")(_palettize(_bits))
+                     f"coremltools.optimize.coreml.palettize_weights (k-means, {_bits} bits, per tensor; "
+                     "grouped channels on iOS18)", recipe=_bits < 8)(_palettize(_bits))
 
 
 @register_variant("coreml", "int8-static",

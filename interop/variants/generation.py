@@ -90,7 +90,7 @@ def build_generation_variants(config: Any, model: Any, work: Path, stem: str, re
                 out = work / f"{stem}.{name}{report.artifacts[target].suffix}"
                 _build_one(target, name, out, config, model, report, row, gate, prompt, ref)
             report.data["variants"].append(row)
-    if any(not r["passed"] for r in report.data["variants"] if r["status"] != "skipped"):
+    if any(not r["passed"] for r in report.data["variants"] if r["status"] not in ("skipped", "not-applicable")):
         report.data["passed"] = False
 
 

@@ -1,10 +1,13 @@
 """ONNX variants, each one call into onnxruntime's own tools (no quantizer of interop's own):
 
-* ``int8``: weight-only 8-bit ``MatMulNBits`` (``MatMulNBitsQuantizer``, block 32) for MatMul, then
+* ``int8``: weight-only 8-bit ``MatMulNBits`` (``MatMulNBitsQuantizer``, block 32) for MatMul and
+  Gemm (rewritten to MatMul + Add first: :mod:`interop.variants.onnx_gemm`), then
   ``quantize_dynamic`` (int8 per channel) for Conv / LSTM / Gather. Dynamic quantization of the
   MatMuls too (activations quantized on the fly) measured 33 dB on the zoo's BERT: below the gate;
-* ``int4``: ``MatMulNBitsQuantizer`` — block-wise 4-bit ``MatMulNBits`` (block 32, symmetric);
-  layers it cannot take stay as they are, and the variant says what fraction of the weights is 4-bit;
+* ``int4``: ``MatMulNBitsQuantizer`` — block-wise 4-bit ``MatMulNBits`` for MatMul and Gemm, 4-bit
+  ``GatherBlockQuantized`` for embeddings (block 32 or ``int4:block=N``, symmetric); Conv and LSTM
+  have no 4-bit form in ONNX Runtime, so on a CNN or an LSTM the variant is ``not-applicable``;
+  a mixed-precision recipe (:mod:`interop.variants.recipe`) keeps named weights at 8 bits;
 * ``fp16``: ``onnxruntime.transformers.float16.convert_float_to_float16`` with fp32 inputs and
   outputs (``keep_io_types``);
 * ``int8-static``: ``quantize_static`` in QDQ form, calibrated (min/max) on the user's
@@ -65,39 +68,104 @@ def _fraction_quantized(base: Path, out: Path) -> float | None:
     return round(1 - kept / total, 4)
 
 
+def _prepared(base: Path) -> tuple[Any, dict[str, Any]]:
+    """The base model with its Gemm layers rewritten to MatMul + Add (:mod:`interop.variants.onnx_gemm`)."""
+    import onnx
+
+    from interop.variants.onnx_gemm import gemm_to_matmul
+
+    model = onnx.load(str(base))
+    rewritten, refused = gemm_to_matmul(model)
+    info: dict[str, Any] = {"gemm_rewritten": len(rewritten)}
+    if refused:
+        info["gemm_refused"] = refused
+    return model, info
+
+
+def _nbits(model: Any, bits: int, block: int, exclude: list[str] | None = None,
+           include: list[str] | None = None, op_types: tuple[str, ...] = ("MatMul",)) -> Any:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    exclude = list(exclude or [])
+    if include is not None:  # the quantizer's own nodes_to_include adds to op_types_to_quantize: exclude the rest
+        exclude += [n.name for n in model.graph.node if n.name not in set(include)]
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=True,
+                                     nodes_to_exclude=exclude, op_types_to_quantize=op_types)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def _scope(model: Any, vctx: VariantContext, op_types: tuple[str, ...]) -> list[str] | None:
+    """Names of the ``op_types`` nodes to quantize: None for all of them, or only those reading
+    ``vctx.only`` (a recipe's probe); [] when a probe leaves none of that kind."""
+    from interop.variants.onnx_gemm import nodes_reading
+
+    return nodes_reading(model, set(vctx.only), op_types) if vctx.only else None
+
+
+def _dynamic(model: Any, out: Path, op_types: list[str], include: list[str] | None, exclude: list[str]) -> None:
+    """``quantize_dynamic`` of ``op_types`` (``include`` None: all of them) into ``out``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if include == []:  # quantize_dynamic reads an empty list as "every node"
+        onnx.save(model, str(out))
+        return
+    quantize_dynamic(model, str(out), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=op_types,
+                     nodes_to_quantize=include, nodes_to_exclude=exclude)
+
+
 @register_variant("onnx", "int8", "onnxruntime.quantization: MatMulNBitsQuantizer (8 bits, block 32, weight-only) "
-                                  "then quantize_dynamic (QInt8, per channel) for Conv / LSTM / Gather")
+                                  "for MatMul and Gemm (rewritten to MatMul + Add), then quantize_dynamic "
+                                  "(QInt8, per channel) for Conv / LSTM / Gather", recipe=True)
 def int8(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     """Weight-only where ONNX Runtime has the form (8-bit ``MatMulNBits``: activations stay fp32);
     Conv and LSTM weights through dynamic quantization (``ConvInteger``, ``DynamicQuantizeLSTM``),
-    embedding tables (Gather) as int8 + DequantizeLinear. Gemm layers stay fp32 (neither tool takes them)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    embedding tables (Gather) as int8 + DequantizeLinear. Weights a recipe keeps stay fp32."""
+    from interop.variants.onnx_gemm import nodes_reading
 
+    block = vctx.options.get("block", 32)
+    model, info = _prepared(base)
+    kept = nodes_reading(model, set(vctx.keep))
     with _quiet():
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(base)), bits=8, block_size=32, is_symmetric=True)
-        quantizer.process()
-        quantize_dynamic(quantizer.model.model, str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["Conv", "LSTM", "Gather"])
-    return {"fraction_int8": _fraction_quantized(base, out)}
+        matmuls = _scope(model, vctx, ("MatMul",))
+        if matmuls != []:
+            model = _nbits(model, 8, block, exclude=kept, include=matmuls)
+        _dynamic(model, out, ["Conv", "LSTM", "Gather"], _scope(model, vctx, ("Conv", "LSTM", "Gather")), kept)
+    info = {"fraction_int8": _fraction_quantized(base, out), "block_size": block, **info}
+    if kept:
+        info["kept_float"] = sorted(vctx.keep)
+    return info
 
 
-@register_variant("onnx", "int4", "onnxruntime.quantization MatMulNBitsQuantizer (4 bits, block 32, symmetric)")
+@register_variant("onnx", "int4", "onnxruntime.quantization MatMulNBitsQuantizer (4 bits, block 32, symmetric) for "
+                                  "MatMul, Gemm (rewritten to MatMul + Add) and Gather (GatherBlockQuantized)",
+                  recipe=True)
 def int4(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    """4-bit ``MatMulNBits`` / ``GatherBlockQuantized`` in blocks of ``block`` (default 32) along the
+    input axis; weights a recipe keeps are 8-bit ``MatMulNBits`` (MatMul) or int8 (Gather)."""
+    from interop.variants.onnx_gemm import nodes_reading
 
+    block = vctx.options.get("block", 32)
+    model, info = _prepared(base)
+    kept = nodes_reading(model, set(vctx.keep))
+    kept_matmul = nodes_reading(model, set(vctx.keep), ("MatMul",))
+    kept_gather = nodes_reading(model, set(vctx.keep), ("Gather",))
     with _quiet():
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(base)), bits=4, block_size=32, is_symmetric=True)
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+        scope = _scope(model, vctx, ("MatMul", "Gather"))
+        if scope != []:
+            model = _nbits(model, 4, block, exclude=kept, include=scope, op_types=("MatMul", "Gather"))
+        if kept_matmul:
+            model = _nbits(model, 8, block, include=kept_matmul)
+        _dynamic(model, out, ["Gather"], kept_gather, [])
     fraction = _fraction_quantized(base, out)
-    info: dict[str, Any] = {"fraction_int4": fraction}
+    info = {"fraction_int4": fraction, "block_size": block, **info}
+    if vctx.keep:
+        info["kept_int8"] = sorted(vctx.keep)
     if not fraction:
-        info["note"] = "no layer could be stored as 4-bit MatMulNBits (it takes MatMul with constant weights)"
+        info["note"] = "no layer could be stored as 4-bit MatMulNBits (it takes MatMul, Gemm and Gather with constant weights)"
     elif fraction < 1:
-        info["note"] = f"{fraction:.0%} of the weights are 4-bit; the layers MatMulNBits cannot take stay float"
+        info["note"] = f"{fraction:.0%} of the weights are quantized; the layers MatMulNBits cannot take stay float"
     return info
 
 
