@@ -49,7 +49,7 @@ def worker(name: str, folder: Path) -> dict[str, Any]:
     rows = [a for a in data["agreement"] if a["target"] == "coreml"]
     inputs = {i["name"]: sorted(i.get("dynamic", {})) for i in data["inputs"]}
     return {"opset": data["targets"]["onnx"].get("opset"), "conversion": data.get("conversion", {}),
-            "normalisation": data.get("normalisation"),
+            "normalisation": data.get("conversion", {}).get("normalisation"),
             "coreml": {"status": coreml["status"], "error": coreml.get("error"),
                        "shapes": coreml.get("declared_shapes", "flexible"),
                        "cases": sorted({a["case"] for a in rows}),
