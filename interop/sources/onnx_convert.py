@@ -39,7 +39,7 @@ VERSION_ALIASES: dict[tuple[str, int], int] = {
     ("Squeeze", 21): 13, ("Unsqueeze", 21): 13, ("Transpose", 21): 13, ("Flatten", 21): 13,
     ("Scan", 21): 19, ("ConstantOfShape", 19): 9, ("ConstantOfShape", 20): 9, ("ConstantOfShape", 21): 9,
     ("Split", 18): 13,  # 18: num_outputs attribute (checked below)
-    ("Resize", 18): 13, ("Resize", 19): 13,  # 18/19: antialias, axes, keep_aspect_ratio (checked below)
+    # Resize 10-19: its own converter (sources/onnx_resize.py), every version
     ("ReduceMax", 18): 13, ("ReduceMin", 18): 13, ("ReduceProd", 18): 13, ("ReduceL2", 18): 13,
     ("ReduceSumSquare", 18): 13, ("ReduceLogSumExp", 18): 13, ("ReduceL1", 18): 13,
     ("ReduceMean", 18): 13, ("ReduceLogSum", 18): 13,  # 18: axes as an input: see _axes_from_input
@@ -52,8 +52,6 @@ VERSION_ALIASES: dict[tuple[str, int], int] = {
 _NOT_ALIASED_WHEN = {
     "Pad": lambda node: (len(node.input) > 3 and bool(node.input[3])) or any(  # 18: axes input; 19: mode wrap
         a.name == "mode" and a.s == b"wrap" for a in node.attribute),
-    "Resize": lambda node: any(a.name in ("antialias", "axes", "keep_aspect_ratio_policy") and
-                               (a.i != 0 if a.name == "antialias" else True) for a in node.attribute),
     "AveragePool": lambda node: any(a.name == "dilations" and any(v != 1 for v in a.ints) for a in node.attribute),
 }
 _REDUCE_AXES_INPUT = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceSumSquare",

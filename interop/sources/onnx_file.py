@@ -103,19 +103,46 @@ def load_onnx_file(path: Path) -> OnnxSource:
     converter: dict[str, Any] = {"name": onnx_convert.CONVERTER, "version": onnx_convert.version(), "error": None,
                                  "unsupported": []}
     module = None
+    from interop.sources.onnx_normalise import normalise_for_conversion
+
+    normalised, converter["normalisation"] = normalise_for_conversion(model)
     try:
         with captured(Noise()):
-            module = onnx_convert.convert(model)
+            module = _convert_first(onnx_convert, [normalised, model] if normalised is not model else [model],
+                                    converter["normalisation"])
     except Exception as exc:
-        converter["unsupported"] = onnx_convert.unsupported_ops(model)
+        converter["unsupported"] = onnx_convert.unsupported_ops(normalised)
         ops = "; ".join(f"{u['op']} x{u['count']} ({', '.join(u['nodes'][:3])})" for u in converter["unsupported"])
         converter["error"] = (f"{onnx_convert.CONVERTER} cannot convert the graph: "
                               + (f"no converter for ONNX op(s) {ops}" if ops else first_line(exc))
                               + "; the ONNX target does not depend on it (--targets onnx ships ONNX alone)")
+    for key in ("_probes", "_reference"):
+        converter["normalisation"].pop(key, None)
     inputs = [i.name for i in _graph_inputs(model)]
     return OnnxSource(module, "onnx", str(path), file_sha256(path), hints={}, forward_names=inputs,
                       reference_module=ort_module(path, inputs, outputs), model_proto=model, converter=converter,
                       onnx_parameters=int(sum(int(np.prod(i.dims)) for i in model.graph.initializer)))
+
+
+def _convert_first(onnx_convert: Any, graphs: list[Any], info: dict[str, Any]) -> Any:
+    """The first of ``graphs`` (the normalised graph, then the source) whose conversion computes
+    what ONNX Runtime computes on the probes; else the last one's conversion (the build's own
+    check then reports how it departs)."""
+    from interop.sources.onnx_normalise import converted_agrees
+
+    info["converted"] = "source"
+    for graph in graphs[:-1]:
+        try:
+            module = onnx_convert.convert(graph)
+        except Exception as exc:
+            info["converted_why_not"] = f"{type(exc).__name__}: {str(exc)[:160]}"
+            continue
+        why = converted_agrees(module, graph, info)
+        if why is None:
+            info["converted"] = "normalised"
+            return module
+        info["converted_why_not"] = why
+    return onnx_convert.convert(graphs[-1])
 
 
 def onnx_spec(config: BuildConfig, source: OnnxSource) -> InputSpec:
