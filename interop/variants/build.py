@@ -85,7 +85,7 @@ def build_one(target: Any, name: str, ctx: Any, vctx: VariantContext, report: An
         if row["status"] == "failed" and variant.recipe and row.get("psnr_db") is not None:
             from interop.variants.recipe import mixed_precision
 
-            mixed_precision(target, variant, out, base, ctx, vctx, report, row, gate)
+            mixed_precision(target, variant, out, base, ctx, vctx, report, row, gate, compress_into, judge)
 
 
 def _remove(out: Path) -> None:

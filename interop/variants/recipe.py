@@ -114,11 +114,7 @@ def _feed(target: Any, ctx: Any) -> dict[str, np.ndarray]:
     ref = target.reference_for(ctx.prep, ctx.spec)
     case = next(iter(ref.samples))
     sample = ref.samples[case][0]
-    if target.name == "coreml":
-        from interop.targets.coreml import coreml_feed
-
-        return coreml_feed(ctx.spec, sample)
-    return sample
+    return target.feed(ctx.spec, sample)
 
 
 def _fresh(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,13 +127,12 @@ def _fresh(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def mixed_precision(target: Any, variant: Any, out: Path, base: Path, ctx: Any, vctx: Any, report: Any,
-                    row: dict[str, Any], gate: Any) -> None:
+                    row: dict[str, Any], gate: Any, compress_into: Any, judge: Any) -> None:
     """Retry the failed ``row`` keeping the most sensitive weights at 8 bits (int8 variants: at the
     base artifact's precision), one more each time, in the order of :func:`sensitivity`; ``row``
     ends as the attempt that passed, or as the last one tried (the artifact at ``out``) with the
     best PSNR measured."""
     from interop.errors import first_line
-    from interop.variants.build import compress_into, judge
 
     try:
         sizes = _weights(target.name, base)
