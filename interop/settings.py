@@ -102,7 +102,7 @@ def _track_init() -> None:
 
 _track_init()
 
-SOURCES = ("flag", "config", "model-folder", "default")
+SOURCES = ("flag", "config", "model-folder", "default", "manifest")  # manifest: a build-many entry
 MODEL_FOLDER_FILE = "interop.toml"
 NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
 NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed", "compare_where",
@@ -318,7 +318,8 @@ def recorded(config: BuildConfig, output_names: list[str]) -> tuple[dict[str, An
 
 def tolerance_warnings(config: BuildConfig) -> list[str]:
     """One line per tolerance override: verdicts judged by the user's limits, not interop's."""
-    where = {"flag": "--tolerance", "config": f"--config {config.config}"}.get(source_of(config, "tolerance"),
+    where = {"flag": "--tolerance", "config": f"--config {config.config}",
+             "manifest": "the build-many manifest"}.get(source_of(config, "tolerance"),
                                                                               source_of(config, "tolerance"))
     limits = [f"compare-where ({source_of(config, 'compare_where')}): output {text.partition(':')[0]} is compared "
               f"only at the positions {text.partition(':')[2]} selects" for text in getattr(config, "compare_where", [])]
