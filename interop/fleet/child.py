@@ -27,7 +27,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("verify"):  # --resume: re-run verify's checks on the artifacts, no conversion
             from interop.commands.verify import verify_report
 
-            report = verify_report(job["verify"], bool(job.get("trust")))
+            report = verify_report(job["verify"], bool(job.get("trust")), job["config"].get("tolerance"))
         else:
             report = build(manifest_config(job))
     except MemoryError:

@@ -55,6 +55,7 @@ class Running:
     memory_limit: int | None
     peak_rss: int = 0
     killed_for: str | None = None
+    earlier: dict[str, Any] | None = None  # --resume: the record being re-verified
 
 
 Listener = Callable[[str, str, dict[str, Any] | None], None]
@@ -66,39 +67,43 @@ def run(entries: list[ModelEntry], opts: Options, listen: Listener | None = None
     listen = listen or (lambda event, name, record: None)
     listen("total", "", len(entries))
     records: list[dict[str, Any]] = []
-    pending: list[tuple[ModelEntry, str]] = []
-    for entry in entries:
+    pending: list[tuple[ModelEntry, str, dict[str, Any] | None]] = []
+    for entry in entries:  # a reusable record is re-verified in a child first (a cache, not a verdict)
         digest = resume.content_hash(entry)
-        earlier = resume.previous(opts.out / entry.name, digest) if opts.resume else None
-        if earlier is not None:
-            record = {**earlier, "status": "resumed", "seconds": 0.0, "built_seconds": earlier.get("built_seconds",
-                                                                                                  earlier.get("seconds"))}
-            _write_record(opts.out / entry.name, record)
-            records.append(record)
-            listen("done", entry.name, record)
-        else:
-            pending.append((entry, digest))
+        earlier = resume.previous(opts.out / entry.name, digest, entry) if opts.resume else None
+        pending.append((entry, digest, earlier))
     running: list[Running] = []
     restore = _interrupt_on_sigterm()
     unreap = _subreaper()
     try:
         while pending or running:
             while pending and len(running) < max(1, opts.jobs):
-                entry, digest = pending.pop(0)
-                running.append(_start(entry, digest, opts))
+                entry, digest, earlier = pending.pop(0)
+                report = _verify_copy(opts.out / entry.name, earlier) if earlier else None
+                earlier = earlier if report else None
+                job = _start(entry, digest, opts, verify=report)
+                job.earlier = earlier
+                running.append(job)
                 listen("start", entry.name, None)
             for job in [j for j in running if _check(j)]:
                 running.remove(job)
                 record = _finish(job)
+                kill_orphans({j.proc.pid for j in running})
+                if job.earlier is not None:
+                    if record["status"] != "passed":  # the artifacts no longer verify: rebuild them
+                        pending.insert(0, (job.entry, job.digest, None))
+                        continue
+                    record = {**job.earlier, "status": "resumed", "seconds": record["seconds"], "verified": True,
+                              "built_seconds": job.earlier.get("built_seconds", job.earlier.get("seconds"))}
+                    _write_record(job.folder, record)
                 records.append(record)
                 listen("done", job.entry.name, record)
-                kill_orphans({j.proc.pid for j in running})
             if running:
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         for job in running:
             _kill(job, None)
-        return records, [j.entry.name for j in running] + [e.name for e, _ in pending]
+        return records, [j.entry.name for j in running] + [e.name for e, _, _ in pending]
     finally:
         restore()
         kill_orphans({j.proc.pid for j in running if j.proc.returncode is None})
@@ -192,7 +197,8 @@ def _start(entry: ModelEntry, digest: str, opts: Options, verify: str | None = N
     limit = entry.memory_limit or opts.memory_limit
     safe_io.write_json(job_file, {"config": config, "result": str((folder / CHILD_RESULT).resolve()),
                                   "parent": os.getpid(), "rlimit_data": 2 * limit if limit else None,
-                                  "verify": verify, "trust": opts.trust, "from_manifest": sorted(entry.settings),
+                                  "verify": verify, "trust": opts.trust or _names_code(entry),
+                                  "from_manifest": sorted(entry.settings),
                                   "paths": _child_paths(entry, opts.trust)}, root=opts.out)
     log = safe_io.open_new(folder / LOG, root=opts.out)
     try:
@@ -202,6 +208,24 @@ def _start(entry: ModelEntry, digest: str, opts: Options, verify: str | None = N
     finally:
         os.close(log)
     return Running(entry, digest, folder, proc, time.monotonic(), entry.timeout or opts.timeout, limit)
+
+
+def _verify_copy(folder: Path, earlier: dict[str, Any]) -> str | None:
+    from interop.errors import InteropError
+
+    try:
+        return str(resume.verify_copy(folder, earlier))
+    except (InteropError, OSError, ValueError, TypeError):
+        return None  # unreadable now: rebuilt
+
+
+def _names_code(entry: ModelEntry) -> bool:
+    """The manifest's model is MODULE:FN: its build runs that code, so re-verifying it (a report
+    resume.previous matched to this very entry) may run it too, as the build did."""
+    from interop.fleet.manifest import is_factory
+
+    model = str(entry.settings.get("model", ""))
+    return is_factory(model) and not Path(model).exists()
 
 
 def _child_paths(entry: ModelEntry, trust: bool) -> dict[str, list[str]]:
@@ -315,9 +339,15 @@ def _finish(job: Running) -> dict[str, Any]:
                                 limits={"timeout": job.timeout, "memory_limit": job.memory_limit},
                                 log_tail=_tail(job.folder / LOG))
     record.update({"hash": job.digest, "seconds": round(seconds, 3), "built_seconds": round(seconds, 3),
-                   "peak_rss_bytes": job.peak_rss})
+                   "peak_rss_bytes": job.peak_rss, "report": _report_name(job.folder, job.entry.name),
+                   "artifact_sha256": {a: resume.artifact_sha256(job.folder / a) for a in record["artifacts"]}})
     _write_record(job.folder, record)
     return record
+
+
+def _report_name(folder: Path, name: str) -> str | None:
+    found = sorted(p.name for p in folder.glob("*.report.json") if not p.is_symlink())
+    return f"{name}.report.json" if f"{name}.report.json" in found else (found[0] if len(found) == 1 else None)
 
 
 def _write_record(folder: Path, record: dict[str, Any]) -> None:

@@ -18,7 +18,9 @@ import re
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_MD_ACTIVE = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~=^$&:])")
+# what acts inside a line of Markdown: emphasis, code, links / images, HTML, table cells, strikes,
+# entities; ``_`` only where it can open or close emphasis (not inside a word such as mlp_0)
+_MD_ACTIVE = re.compile(r"([\\`*\[\]<>|~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -37,7 +39,8 @@ def html(text: Any) -> str:
 
 
 def md(text: Any) -> str:
-    """``text`` safe inside a Markdown table cell or a line: one line, nothing Markdown acts on."""
+    """``text`` safe inside a Markdown table cell or after the start of a line: kept on one line
+    (so it never starts one), with nothing Markdown acts on inline."""
     return _MD_ACTIVE.sub(r"\\\1", terminal(text))
 
 
