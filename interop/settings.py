@@ -284,6 +284,9 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
         raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
     if config.num_samples < 1:
         raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
+    from interop.support.limits import check_generation_bounds
+
+    check_generation_bounds(config.decode_steps, config.max_context)  # from a file or a report too
     for text in config.tolerance:
         parse_tolerance(text)
     from interop.compare import parse_compare_where

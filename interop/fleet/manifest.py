@@ -38,7 +38,7 @@ MIN_MEMORY = 64 << 20  # a cap below this is a typo (or a unit that rounds to no
 MAX_TIMEOUT = 7 * 24 * 3600.0
 REFUSED = {"trust": "a manifest is data and cannot grant trust: pass --trust to build-many if you trust every model",
            "out": "artifacts always go to --out/<name>/"}
-PATH_KEYS = ("model", "samples", "labels", "calibration")
+PATH_KEYS = ("model", "samples", "labels", "calibration", "config")  # inside the manifest's folder
 MODEL_SUFFIXES = (".pt", ".pt2", ".pth", ".onnx", ".ts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -140,7 +140,7 @@ def _model_folder_rules(table: dict[str, Any], toml: Path) -> None:
     set (loosening verdicts, redirecting output, running code) are refused here too."""
     from interop.settings import NOT_FROM_MODEL_FOLDER
 
-    refused = sorted(k for k in (str(k).replace("-", "_") for k in table) if k in NOT_FROM_MODEL_FOLDER)
+    refused = sorted(k for k in (str(k).replace("-", "_") for k in table) if k in (*NOT_FROM_MODEL_FOLDER, "config"))
     if refused:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
         raise SpecError(f"{toml} beside the model sets {', '.join(refused)}: a file that comes with a model may not "
