@@ -212,13 +212,15 @@ def bench(artifact: str = typer.Argument(..., help=".onnx, .mlpackage or .report
 def verify(report_path: str = typer.Argument(..., metavar="REPORT.json"),
            json_out: bool = typer.Option(False, "--json", help="Print the new JSON report."),
            trust: bool = typer.Option(False, "--trust", help="Allow loading a source model that runs code "
-                                                             "(a report never grants trust).")) -> None:
+                                                             "(a report never grants trust)."),
+           tolerance: List[str] = typer.Option([], "--tolerance", help="NAME:rel_l2=... to apply; a report's tolerance "
+                                               "looser than the default applies only when repeated here.")) -> None:
     """Re-run the agreement checks of the artifacts a report lists against its source model."""
 
     def run() -> int:
         from interop.commands.verify import verify_report
 
-        report = _with_progress(lambda: verify_report(report_path, trust), quiet=json_out)
+        report = _with_progress(lambda: verify_report(report_path, trust, tolerance), quiet=json_out)
         if json_out:
             sys.stdout.write(report.to_json_text())
         else:

@@ -177,6 +177,9 @@ def diffs(target: str, runtime: str, ref: Any, got: dict[str, list[list[Any]]], 
                 row = compare_output(r, g, tol, target=target, runtime=runtime, case=case, output=name, sample=i)
                 if note:
                     row.note = f"{row.note}; {note}" if row.note else note
+                if note and np.asarray(r).size == 0:  # a mask that selects nothing proves nothing
+                    row.passed = False
+                    row.note = f"{note}: the mask selects no position, so nothing was compared"
                 out.append(row)
     return out
 

@@ -106,14 +106,16 @@ def render_inspect(info: dict[str, Any]) -> None:
 
     console = Console(highlight=False)
     console.print(f"[bold]{_safe(info['path'])}[/] ({info['format']})")
+    from interop.support.escape import terminal  # names and metadata are the file's text
+
     for kind in ("inputs", "outputs"):
         console.print(f"{kind}:")
         for t in info[kind]:
-            console.print(f"  {t['name']}: {t['type']} {t['shape']}")
+            console.print(terminal(f"  {t['name']}: {t['type']} {t['shape']}"), markup=False)
     if info.get("metadata"):
         console.print("metadata:")
         for k, v in info["metadata"].items():
-            console.print(f"  {k}: {str(v)[:200]}")
+            console.print(terminal(f"  {k}: {str(v)[:200]}"), markup=False)
 
 
 def render_check(result: dict[str, Any]) -> None:

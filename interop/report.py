@@ -131,31 +131,33 @@ class Report:
         return list(worst.values())
 
     def to_markdown(self) -> str:
+        from interop.support.escape import md  # names, errors and notes are text from files: escaped
+
         d = self.data
-        lines = [f"# interop report: {Path(d['model']['source']).name}", "",
+        lines = [f"# interop report: {md(Path(d['model']['source']).name)}", "",
                  f"**{'PASSED' if d['passed'] else 'FAILED'}** — interop {d['interop_version']}, "
-                 f"{d['model']['format']} model, {d['model']['parameters']:,} parameters", "", "## Inputs", "",
+                 f"{md(d['model']['format'])} model, {d['model']['parameters']:,} parameters", "", "## Inputs", "",
                  "| name | shape | dtype | dynamic |", "|---|---|---|---|"]
         for i in d["inputs"]:
             dyn = ", ".join(f"axis {a} = {v['name']} ({v['min']}..{v['max']}"
                             f"{'/' + str(v['step']) if v.get('step', 1) > 1 else ''})" for a, v in i["dynamic"].items())
-            lines.append(f"| {i['name']} | {i['shape']} | {i['dtype']} | {dyn or '—'} |")
+            lines.append(f"| {md(i['name'])} | {md(i['shape'])} | {md(i['dtype'])} | {md(dyn) if dyn else '—'} |")
         lines += ["", "## Outputs", "", "| name | shape | dtype |", "|---|---|---|"]
-        lines += [f"| {o['name']} | {o['shape']} | {o['dtype']} |" for o in d["outputs"]]
+        lines += [f"| {md(o['name'])} | {md(o['shape'])} | {md(o['dtype'])} |" for o in d["outputs"]]
         lines += ["", "## Targets", ""]
         for name, t in d["targets"].items():
-            lines.append(f"### {name}: {t['status']}")
+            lines.append(f"### {md(name)}: {md(t['status'])}")
             for key, value in t.items():
                 if key not in ("status",) and value not in (None, [], ""):
-                    lines.append(f"- {key}: {value}")
+                    lines.append(f"- {md(key)}: {md(value)}")
             lines.append("")
         lines += ["## Agreement with PyTorch (worst sample per case)", "",
                   "| target | runtime | case | output | max_abs | rel_l2 | cosine | PSNR dB | top-1 | limit rel_l2 | passed | note |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for a in self.summary_rows():
-            lines.append(f"| {a['target']} | {a['runtime']} | {a['case']} | {a['output']} | {_f(a['max_abs'])} | "
+            lines.append(f"| {md(a['target'])} | {md(a['runtime'])} | {md(a['case'])} | {md(a['output'])} | {_f(a['max_abs'])} | "
                          f"{_f(a['rel_l2'])} | {_f(a['cosine'], 6)} | {_f(a['psnr_db'], 1)} | {_f(a['top1'])} | "
-                         f"{_f(a['tolerance']['rel_l2'])} | {'yes' if a['passed'] else '**NO**'} | {a['note']} |")
+                         f"{_f(a['tolerance']['rel_l2'])} | {'yes' if a['passed'] else '**NO**'} | {md(a['note'])} |")
         from interop.variants.build import markdown as variants_markdown
 
         lines += variants_markdown(d)
@@ -164,7 +166,7 @@ class Report:
                   for p, t in d["tolerances"].items()]
         lines += ["- ONNX is checked at fp32 tolerances; Core ML at its --precision", ""]
         if d["warnings"]:
-            lines += ["## Warnings", ""] + [f"- {w}" for w in d["warnings"]] + [""]
+            lines += ["## Warnings", ""] + [f"- {md(w)}" for w in d["warnings"]] + [""]
         return "\n".join(lines)
 
 

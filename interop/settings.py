@@ -102,7 +102,7 @@ def _track_init() -> None:
 
 _track_init()
 
-SOURCES = ("flag", "config", "model-folder", "default")
+SOURCES = ("flag", "config", "model-folder", "default", "manifest")  # manifest: a build-many entry
 MODEL_FOLDER_FILE = "interop.toml"
 NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
 NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed", "compare_where",
@@ -284,6 +284,9 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
         raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
     if config.num_samples < 1:
         raise SpecError("--num-samples must be at least 1", hint="e.g. --num-samples 2")
+    from interop.support.limits import check_generation_bounds
+
+    check_generation_bounds(config.decode_steps, config.max_context)  # from a file or a report too
     for text in config.tolerance:
         parse_tolerance(text)
     from interop.compare import parse_compare_where
@@ -318,7 +321,8 @@ def recorded(config: BuildConfig, output_names: list[str]) -> tuple[dict[str, An
 
 def tolerance_warnings(config: BuildConfig) -> list[str]:
     """One line per tolerance override: verdicts judged by the user's limits, not interop's."""
-    where = {"flag": "--tolerance", "config": f"--config {config.config}"}.get(source_of(config, "tolerance"),
+    where = {"flag": "--tolerance", "config": f"--config {config.config}",
+             "manifest": "the build-many manifest"}.get(source_of(config, "tolerance"),
                                                                               source_of(config, "tolerance"))
     limits = [f"compare-where ({source_of(config, 'compare_where')}): output {text.partition(':')[0]} is compared "
               f"only at the positions {text.partition(':')[2]} selects" for text in getattr(config, "compare_where", [])]

@@ -422,6 +422,8 @@ def check_artifact(path: Path) -> None:
         check_onnx(path)
     elif name.endswith((".mlpackage", ".mlpackage/")):
         check_package(path)
+    elif not path.is_dir():
+        regular_file(path, "artifact")  # any other kind: never a FIFO or a device
 
 
 def import_entry_point(text: str, what: str, error: type, fn_hint: str) -> tuple[Any, Any]:

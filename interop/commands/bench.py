@@ -88,12 +88,12 @@ def _locate(path: Path, targets: Any) -> Subject:
 
 
 def _read_report(path: Path) -> dict[str, Any]:
-    from interop import trust
     from interop.commands.verify import check_report
 
-    trust.regular_file(path, "report")
+    from interop.support import safe_io
+
+    data = safe_io.read_json(path, "report", hint="pass the .report.json written by interop build")
     try:
-        data = json.loads(path.read_text())
         check_report(data)  # the keys bench uses, with their types
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LoadError(f"{path} is not an interop report ({type(exc).__name__})",

@@ -4,7 +4,6 @@ against its source model — catches artifacts edited or corrupted since the bui
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,13 @@ def _read(path: str) -> dict[str, Any]:
     from interop import trust
     from interop.errors import LoadError
 
-    try:
-        trust.regular_file(path, "report")
+    from interop.support import safe_io
+
+    try:  # the one reader: regular file, bounded size and nesting
+        data = safe_io.read_json(path, "report")
     except LoadError as exc:
         raise SpecError(exc.message, hint="pass the .report.json written by interop build") from exc
     try:
-        data = json.loads(Path(path).read_text())
         check_report(data, verify=True)
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{trust.shown(path)} is not an interop report ({type(exc).__name__}: {trust.shown(exc)})",
@@ -73,8 +73,28 @@ def check_report(data: Any, verify: bool = False) -> None:
         raise ValueError(f"settings.num_samples is {settings['num_samples']} (allowed 1..1000)")
 
 
-def verify_report(path: str, trust: bool = False) -> Report:
-    """``trust`` is verify's own ``--trust``: the report's settings never grant it."""
+def looser_than_default(texts: list[str]) -> list[str]:
+    """The tolerances among ``texts`` that allow more than interop's default for any output they
+    name (ONNX is always judged at fp32, so that default is the bar)."""
+    from interop.compare import DEFAULT_TOLERANCES, parse_tolerance
+
+    bar = DEFAULT_TOLERANCES["fp32"]
+    return [t for t in texts if any(v > bar.get(k, float("inf")) or v != v for k, v in parse_tolerance(t)[1].items())]
+
+
+def report_tolerance(config: BuildConfig, flags: list[str] | None) -> list[str]:
+    """The tolerances verify judges with: the report's that are no looser than the default, plus
+    verify's own ``--tolerance``. Returns the report's looser ones the command line did not repeat
+    (a report is data: it never loosens verify's verdict by itself)."""
+    flags = list(flags or [])
+    looser = [t for t in looser_than_default(config.tolerance) if t not in flags]
+    config.tolerance = [t for t in config.tolerance if t not in looser and t not in flags] + flags
+    return looser
+
+
+def verify_report(path: str, trust: bool = False, tolerance: list[str] | None = None) -> Report:
+    """``trust`` is verify's own ``--trust``: the report's settings never grant it. ``tolerance``:
+    verify's own ``--tolerance`` (the only way a tolerance looser than the default applies)."""
     from interop import targets, tasks
     from interop import trust as trust_boundary
     from interop.compare import diffs
@@ -84,9 +104,10 @@ def verify_report(path: str, trust: bool = False) -> Report:
     recover_folder(Path(path).parent)  # an interrupted build's move is rolled back before reading
     old = _read(path)
     config = from_report(old, trust, "verify")
+    looser = report_tolerance(config, tolerance)
     task = tasks.for_report(config)
     if task.own_build:  # e.g. a language model: the task replays its own check
-        return task.verify(old, config)
+        return _refuse_looser(task.verify(old, config), looser)
     source, spec, prep = reload(old, config)
     names = prep.names
     report = Report.start(config, source, spec, names, prep.ref, prep.cases)
@@ -118,4 +139,14 @@ def verify_report(path: str, trust: bool = False) -> Report:
     from interop.variants.recheck import verify_variants  # the compressed variants the build shipped
 
     verify_variants(report, old, prep, spec)
+    return _refuse_looser(report, looser)
+
+
+def _refuse_looser(report: Report, looser: list[str]) -> Report:
+    """A looser tolerance the report holds and verify's command line did not repeat: verify fails
+    (exit 1) naming it, whatever the numbers (the verdict it would reproduce is not interop's)."""
+    if looser:
+        report.data["passed"] = False
+        report.data["warnings"] += [f"the report's tolerance {t} is looser than interop's default, and a report never "
+                                    f"loosens verify: pass --tolerance {t} to verify to apply it" for t in looser]
     return report

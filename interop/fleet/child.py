@@ -24,7 +24,12 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     from interop.settings import BuildConfig
 
     try:
-        report = build(BuildConfig(**job["config"]))
+        if job.get("verify"):  # --resume: re-run verify's checks on the artifacts, no conversion
+            from interop.commands.verify import verify_report
+
+            report = verify_report(job["verify"], bool(job.get("trust")), job["config"].get("tolerance"))
+        else:
+            report = build(manifest_config(job))
     except MemoryError:
         return {"outcome": "out-of-memory", "error": {"type": "MemoryError", "message": "MemoryError"}}
     except InteropError as exc:
@@ -37,10 +42,22 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": "built", "report": report.data}
 
 
+def manifest_config(job: dict[str, Any]) -> Any:
+    """The build's settings, those the manifest set recorded as coming from ``manifest`` (not
+    ``flag``: a manifest is a file, and its tolerance is the verdict limit the report names)."""
+    from interop.settings import BuildConfig, resolve
+
+    config = resolve(BuildConfig(**job["config"]))
+    for key in job.get("from_manifest") or []:
+        if config.provenance.get(key) == "flag":
+            config.provenance[key] = "manifest"
+    return config
+
+
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    from interop.support import safe_io
+
+    safe_io.write_json(path, data)  # temp created exclusively, never through a symlink, renamed
 
 
 def guard(parent: int | None, rlimit_data: int | None) -> None:
@@ -61,6 +78,9 @@ def guard(parent: int | None, rlimit_data: int | None) -> None:
 
 def main(argv: list[str]) -> None:
     job = json.loads(Path(argv[0]).read_text())
+    paths = job.get("paths") or {}
+    sys.path[:0] = paths.get("prepend", [])  # --trust: the model's folder first, as before
+    sys.path += paths.get("append", [])  # a MODULE:FN model's folder, after the standard library
     guard(job.get("parent"), job.get("rlimit_data"))
     result = run(job)
     write_atomic(Path(job["result"]), result)

@@ -4,7 +4,7 @@ the other way), typing in the filter box keeps the rows that contain the text.""
 
 from __future__ import annotations
 
-from html import escape
+from interop.support.escape import html as escape  # every text, control characters visible
 from typing import Any
 
 from interop.fleet.summary import _size, baseline_markdown, cell_text
@@ -110,7 +110,7 @@ def _failures(summary: dict[str, Any]) -> str:
 
 
 def _baseline(summary: dict[str, Any]) -> str:
-    lines = baseline_markdown(summary.get("baseline"))[3:]
+    lines = baseline_markdown(summary.get("baseline"), esc=str)[3:]
     if not lines:
         return ""
     items = "".join(f"<li>{escape(line[2:])}</li>" for line in lines)

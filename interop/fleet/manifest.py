@@ -24,8 +24,8 @@ or a folder whose sub-folders each hold a model and its ``interop.toml``.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,12 @@ from typing import Any
 from interop.errors import SpecError
 
 FLEET_KEYS = {"name", "timeout", "memory_limit"}
+CODE_KEYS = ("factory", "sampler")  # import and run code: from a manifest only with build-many --trust
+MIN_MEMORY = 64 << 20  # a cap below this is a typo (or a unit that rounds to nothing), not a limit
+MAX_TIMEOUT = 7 * 24 * 3600.0
 REFUSED = {"trust": "a manifest is data and cannot grant trust: pass --trust to build-many if you trust every model",
            "out": "artifacts always go to --out/<name>/"}
-PATH_KEYS = ("model", "samples", "labels", "calibration")
+PATH_KEYS = ("model", "samples", "labels", "calibration", "config")  # inside the manifest's folder
 MODEL_SUFFIXES = (".pt", ".pt2", ".pth", ".onnx", ".ts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -63,8 +66,8 @@ def load(path: str | Path) -> list[ModelEntry]:
     path = Path(path)
     if path.is_dir():
         entries = _from_folder(path)
-    elif path.is_file():
-        entries = _from_file(path)
+    elif os.path.lexists(path):
+        entries = _from_file(path)  # the one reader refuses a FIFO, a device, a huge file
     else:
         raise SpecError(f"manifest {path} does not exist", hint="pass a .toml manifest or a folder of models")
     names = [e.name for e in entries]
@@ -77,11 +80,31 @@ def load(path: str | Path) -> list[ModelEntry]:
     return entries
 
 
+def _read(path: Path, what: str, root: Path | None = None) -> dict[str, Any]:
+    """A TOML file of the fleet through the one reader (regular file, bounded, inside ``root``),
+    with the refused keys looked for at every level of nesting."""
+    from interop.support import safe_io
+
+    data = safe_io.read_toml(path, what, root)
+    _refuse_nested(data, str(path))
+    return data
+
+
+def _refuse_nested(value: Any, where: str, depth: int = 0) -> None:
+    """``trust`` and ``out`` are refused wherever they appear, in any table or array of tables."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key = str(key).replace("-", "_")
+            if key in REFUSED:
+                raise SpecError(f"{where}: key {key!r} is not allowed in a manifest (at any level)", hint=REFUSED[key])
+            _refuse_nested(item, where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nested(item, where, depth + 1)
+
+
 def _from_file(path: Path) -> list[ModelEntry]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"manifest {path} is not valid TOML: {exc}", hint="fix the file") from exc
+    data = _read(path, "manifest")
     extra = sorted(set(data) - {"model", "defaults"})
     if extra:
         raise SpecError(f"unknown top-level key(s) {', '.join(extra)} in {path}",
@@ -100,10 +123,8 @@ def _from_folder(folder: Path) -> list[ModelEntry]:
     entries = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "interop.toml").is_file()):
         toml = sub / "interop.toml"
-        try:
-            table = tomllib.loads(toml.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SpecError(f"{toml} is not valid TOML: {exc}", hint="fix the file") from exc
+        table = _read(toml, "model settings", root=sub)
+        _model_folder_rules(table, toml)
         if "model" not in table:
             found = sorted(p.name for p in sub.iterdir() if p.suffix in MODEL_SUFFIXES)
             if len(found) != 1:
@@ -112,6 +133,29 @@ def _from_folder(folder: Path) -> list[ModelEntry]:
         table.setdefault("name", sub.name)
         entries.append(entry(table, sub, str(toml), root=folder))
     return entries
+
+
+def _model_folder_rules(table: dict[str, Any], toml: Path) -> None:
+    """A folder manifest's interop.toml comes with its model: the keys a model-folder file may not
+    set (loosening verdicts, redirecting output, running code) are refused here too."""
+    from interop.settings import NOT_FROM_MODEL_FOLDER
+
+    refused = sorted(k for k in (str(k).replace("-", "_") for k in table) if k in (*NOT_FROM_MODEL_FOLDER, "config"))
+    if refused:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
+        raise SpecError(f"{toml} beside the model sets {', '.join(refused)}: a file that comes with a model may not "
+                        "loosen verdicts, redirect output or run code", hint=f"pass {flags} in a manifest file instead")
+
+
+def refuse_code_without_trust(entries: list[ModelEntry], trust: bool) -> None:
+    """``factory`` / ``sampler`` in a manifest import and run code: only with build-many --trust."""
+    if trust:
+        return
+    for e in entries:
+        named = [f"{k} = {e.settings[k]!r}" for k in CODE_KEYS if e.settings.get(k)]
+        if named:
+            raise SpecError(f"model {e.name}: the manifest names {', '.join(named)}, which imports and runs code",
+                            hint="pass --trust to build-many if you trust that code")
 
 
 def entry(table: dict[str, Any], base: Path, where: str, root: Path | None = None) -> ModelEntry:
@@ -135,7 +179,7 @@ def entry(table: dict[str, Any], base: Path, where: str, root: Path | None = Non
     name = table.get("name") or default_name(table["model"])
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
         raise SpecError(f"{where}: bad name {name!r}", hint="use letters, digits, '.', '_' and '-' (it names a folder)")
-    return ModelEntry(name, settings, _seconds(table.get("timeout"), where),
+    return ModelEntry(name, settings, seconds(table.get("timeout"), where),
                       parse_size(table["memory_limit"], where) if table.get("memory_limit") is not None else None,
                       base.resolve())
 
@@ -176,23 +220,33 @@ def _resolve(value: str, base: Path, root: Path, where: str, key: str) -> str:
     return str(resolved)
 
 
-def _seconds(value: Any, where: str) -> float | None:
+def seconds(value: Any, where: str) -> float | None:
+    """A finite, positive number of seconds (NaN and infinity would disable the limit)."""
+    import math
+
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise SpecError(f"{where}: timeout = {value!r} is not a positive number of seconds", hint="e.g. timeout = 600")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
+            or value > MAX_TIMEOUT:
+        raise SpecError(f"{where}: timeout {value!r} is not a positive number of seconds (at most {MAX_TIMEOUT:g})",
+                        hint="e.g. timeout = 600")
     return float(value)
 
 
 def parse_size(text: Any, where: str = "--memory-limit") -> int:
     """``4GiB``, ``512MiB``, ``2G``, ``1048576`` -> bytes (K/M/G/T and KiB/MiB/... are powers of 1024)."""
+    hint = "write e.g. 4GiB, 512MiB or a number of bytes"
     if isinstance(text, int) and not isinstance(text, bool) and text > 0:
-        return text
-    match = _SIZE.match(str(text)) if isinstance(text, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise SpecError(f"{where}: bad memory size {text!r}", hint="write e.g. 4GiB, 512MiB or a number of bytes")
-    unit = (match.group(2) or "B").upper()[0]
-    return int(float(match.group(1)) * 1024 ** "BKMGT".index(unit))
+        size = text
+    else:
+        match = _SIZE.match(str(text)) if isinstance(text, str) else None
+        if not match or float(match.group(1)) <= 0:
+            raise SpecError(f"{where}: bad memory size {text!r}", hint=hint)
+        unit = (match.group(2) or "B").upper()[0]
+        size = int(float(match.group(1)) * 1024 ** "BKMGT".index(unit))
+    if size < MIN_MEMORY:  # 0.00001GiB rounds to a few bytes: that would be a limit nothing passes
+        raise SpecError(f"{where}: memory size {text!r} is below the minimum of {MIN_MEMORY >> 20} MiB", hint=hint)
+    return size
 
 
 def select_shard(entries: list[ModelEntry], index: int, count: int) -> list[ModelEntry]:

@@ -83,16 +83,89 @@ def _file_digest(path: Path) -> bytes:
     return bytes.fromhex(file_sha256(path))
 
 
-def previous(folder: Path, digest: str) -> dict[str, Any] | None:
-    """The earlier record in ``folder`` when it passed with this content hash and its artifacts
-    are all still there; else None."""
+def previous(folder: Path, digest: str, entry: ModelEntry | None = None) -> dict[str, Any] | None:
+    """The earlier record in ``folder`` when it passed with this content hash, every artifact it
+    lists is inside the folder with the bytes it recorded, and its report names this entry's model;
+    else None (the model is rebuilt). Passing this is not a verdict: the runner then re-verifies
+    the artifacts (``verify``'s checks, no conversion) before the summary calls them passed. A record
+    that is not of interop's shape (forged, damaged, a FIFO, huge) is rebuilt, never trusted."""
+    from interop.errors import InteropError
+    from interop.fleet.records import FleetRecord
+    from interop.support import safe_io
+
     try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("hash") != digest or record.get("status") not in ("passed", "resumed"):
-        return None
-    artifacts = record.get("artifacts") or []
-    if not artifacts or not all((folder / a).exists() for a in artifacts):
+        record = safe_io.read_json(folder / RECORD, "fleet record", root=folder, schema=FleetRecord)
+        if record["hash"] != digest or record["status"] not in ("passed", "resumed"):
+            return None
+        for rel in record["artifacts"]:
+            path = safe_io.within(folder / rel, folder, "artifact")
+            if ".." in Path(rel).parts or Path(rel).is_absolute() or artifact_sha256(path) != record["artifact_sha256"].get(rel):
+                return None
+        report = safe_io.read_json(safe_io.within(folder / record["report"], folder, "report"), "report", root=folder)
+        if entry is not None and not _same_model(report, entry):
+            return None
+    except (InteropError, OSError, ValueError, TypeError, KeyError):
         return None
     return record
+
+
+def _same_model(report: Any, entry: ModelEntry) -> bool:
+    """The report is of this entry's model (a planted report of another model is not reused)."""
+    source = (report.get("model") or {}).get("source") if isinstance(report, dict) else None
+    model = str(entry.settings.get("model", ""))
+    settings = report.get("settings") if isinstance(report, dict) else None
+    if not isinstance(source, str) or not isinstance(settings, dict):
+        return False
+    if any(settings.get(k) != entry.settings.get(k) for k in ("factory", "sampler")):
+        return False  # code the report would run must be the code the manifest names
+    if is_factory(model) and not Path(model).exists():
+        return source == model
+    try:
+        return Path(source).resolve() == Path(model).resolve()
+    except OSError:
+        return False
+
+
+def artifact_sha256(path: Path) -> str | None:
+    """The sha256 of an artifact: a file's bytes, or a folder's (an ``.mlpackage``) relative names
+    and file bytes, in order; None when absent or holding anything but folders and regular files."""
+    import os
+    import stat
+
+    try:
+        top = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(top):
+        return _file_digest(path).hex()
+    if not stat.S_ISDIR(top):
+        return None  # a symlink, a FIFO, a device: never read
+    digest = hashlib.sha256()
+    for sub in sorted(path.rglob("*")):
+        mode = os.lstat(sub).st_mode
+        if stat.S_ISDIR(mode):
+            continue
+        if not stat.S_ISREG(mode):
+            return None
+        digest.update(str(sub.relative_to(path)).encode() + b"\0" + _file_digest(sub))
+    return digest.hexdigest()
+
+
+VERIFY_COPY = ".fleet-verify.report.json"
+
+
+def verify_copy(folder: Path, record: dict[str, Any]) -> Path:
+    """The record's report with every artifact path pointing at this folder's file of that name
+    (the very bytes ``previous`` re-hashed; a copied or moved --out verifies its own files, never
+    the paths a report names elsewhere), written beside them for the verify child."""
+    from interop.support import safe_io
+
+    report = safe_io.read_json(folder / record["report"], "report", root=folder)
+    for entry in (report.get("targets") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["path"] = str((folder / Path(entry["path"]).name).resolve())
+    for row in report.get("variants") or []:
+        if isinstance(row, dict) and isinstance(row.get("path"), str):
+            row["path"] = str((folder / Path(row["path"]).name).resolve())
+    safe_io.write_json(folder / VERIFY_COPY, report, root=folder.parent)
+    return (folder / VERIFY_COPY).resolve()

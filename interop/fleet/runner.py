@@ -27,6 +27,8 @@ from interop.fleet.manifest import ModelEntry
 from interop.fleet.summary import record_from_result
 
 POLL_SECONDS = 0.1
+MAX_JOBS = 256
+MARKER = "INTEROP_FLEET_RUN"  # in every child's environment: what an orphaned descendant is known by
 CHILD_RESULT = ".fleet-child.json"
 CHILD_JOB = ".fleet-job.json"
 LOG = "build.log"
@@ -53,6 +55,7 @@ class Running:
     memory_limit: int | None
     peak_rss: int = 0
     killed_for: str | None = None
+    earlier: dict[str, Any] | None = None  # --resume: the record being re-verified
 
 
 Listener = Callable[[str, str, dict[str, Any] | None], None]
@@ -64,29 +67,35 @@ def run(entries: list[ModelEntry], opts: Options, listen: Listener | None = None
     listen = listen or (lambda event, name, record: None)
     listen("total", "", len(entries))
     records: list[dict[str, Any]] = []
-    pending: list[tuple[ModelEntry, str]] = []
-    for entry in entries:
+    pending: list[tuple[ModelEntry, str, dict[str, Any] | None]] = []
+    for entry in entries:  # a reusable record is re-verified in a child first (a cache, not a verdict)
         digest = resume.content_hash(entry)
-        earlier = resume.previous(opts.out / entry.name, digest) if opts.resume else None
-        if earlier is not None:
-            record = {**earlier, "status": "resumed", "seconds": 0.0, "built_seconds": earlier.get("built_seconds",
-                                                                                                  earlier.get("seconds"))}
-            _write_record(opts.out / entry.name, record)
-            records.append(record)
-            listen("done", entry.name, record)
-        else:
-            pending.append((entry, digest))
+        earlier = resume.previous(opts.out / entry.name, digest, entry) if opts.resume else None
+        pending.append((entry, digest, earlier))
     running: list[Running] = []
     restore = _interrupt_on_sigterm()
+    unreap = _subreaper()
     try:
         while pending or running:
             while pending and len(running) < max(1, opts.jobs):
-                entry, digest = pending.pop(0)
-                running.append(_start(entry, digest, opts))
+                entry, digest, earlier = pending.pop(0)
+                report = _verify_copy(opts.out / entry.name, earlier) if earlier else None
+                earlier = earlier if report else None
+                job = _start(entry, digest, opts, verify=report)
+                job.earlier = earlier
+                running.append(job)
                 listen("start", entry.name, None)
             for job in [j for j in running if _check(j)]:
                 running.remove(job)
                 record = _finish(job)
+                kill_orphans({j.proc.pid for j in running})
+                if job.earlier is not None:
+                    if record["status"] != "passed":  # the artifacts no longer verify: rebuild them
+                        pending.insert(0, (job.entry, job.digest, None))
+                        continue
+                    record = {**job.earlier, "status": "resumed", "seconds": record["seconds"], "verified": True,
+                              "built_seconds": job.earlier.get("built_seconds", job.earlier.get("seconds"))}
+                    _write_record(job.folder, record)
                 records.append(record)
                 listen("done", job.entry.name, record)
             if running:
@@ -94,10 +103,69 @@ def run(entries: list[ModelEntry], opts: Options, listen: Listener | None = None
     except KeyboardInterrupt:
         for job in running:
             _kill(job, None)
-        return records, [j.entry.name for j in running] + [e.name for e, _ in pending]
+        return records, [j.entry.name for j in running] + [e.name for e, _, _ in pending]
     finally:
         restore()
+        kill_orphans({j.proc.pid for j in running if j.proc.returncode is None})
+        unreap()
     return records, []
+
+
+def _subreaper() -> Callable[[], None]:
+    """Linux: this process adopts its orphaned descendants (PR_SET_CHILD_SUBREAPER), so a
+    grandchild that calls ``setsid`` and outlives its parent is still ours to find and kill.
+    Returns what switches it off again."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        return lambda: None
+    return lambda: libc.prctl(36, 0, 0, 0, 0)
+
+
+def kill_orphans(keep: set[int]) -> None:
+    """Kill and reap every child of this process carrying this run's marker (descendants of a
+    model's child adopted here, whatever session or group they moved to), except ``keep``."""
+    token = f"{MARKER}={os.getpid()}".encode()
+    for pid in _own_children():
+        if pid in keep:
+            continue
+        try:
+            marked = token in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError, PermissionError):
+                pass
+
+
+def _own_children() -> list[int]:
+    pids: list[int] = []
+    try:
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    return pids
+
+
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                kids = [int(c) for c in (task / "children").read_text().split()]
+                found += kids
+                stack += kids
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _interrupt_on_sigterm() -> Callable[[], None]:
@@ -115,29 +183,69 @@ def _interrupt_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _start(entry: ModelEntry, digest: str, opts: Options) -> Running:
-    folder = opts.out / entry.name
-    folder.mkdir(parents=True, exist_ok=True)
+def _start(entry: ModelEntry, digest: str, opts: Options, verify: str | None = None) -> Running:
+    """Start the child of one model: a build, or (``verify``: a report path) the re-verification
+    of a resumed model's artifacts. Its folder, job file and log are written by the one writer
+    (never through a symlink); the child runs ``python -P`` so neither the current folder nor the
+    model's folder is on ``sys.path`` ahead of the standard library."""
+    from interop.support import safe_io
+
+    folder = safe_io.real_folder(opts.out / entry.name, opts.out)
     (folder / CHILD_RESULT).unlink(missing_ok=True)
     config = {**entry.settings, "out": str(folder.resolve()), "trust": opts.trust}
     job_file = folder / CHILD_JOB
     limit = entry.memory_limit or opts.memory_limit
-    job_file.write_text(json.dumps({"config": config, "result": str((folder / CHILD_RESULT).resolve()),
-                                    "parent": os.getpid(), "rlimit_data": 2 * limit if limit else None}, indent=2))
-    with open(folder / LOG, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "interop.fleet.child", str(job_file.resolve())],
+    safe_io.write_json(job_file, {"config": config, "result": str((folder / CHILD_RESULT).resolve()),
+                                  "parent": os.getpid(), "rlimit_data": 2 * limit if limit else None,
+                                  "verify": verify, "trust": opts.trust or _names_code(entry),
+                                  "from_manifest": sorted(entry.settings),
+                                  "paths": _child_paths(entry, opts.trust)}, root=opts.out)
+    log = safe_io.open_new(folder / LOG, root=opts.out)
+    try:
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "interop.fleet.child", str(job_file.resolve())],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=_child_env(entry, opts.jobs), start_new_session=True)
+    finally:
+        os.close(log)
     return Running(entry, digest, folder, proc, time.monotonic(), entry.timeout or opts.timeout, limit)
 
 
+def _verify_copy(folder: Path, earlier: dict[str, Any]) -> str | None:
+    from interop.errors import InteropError
+
+    try:
+        return str(resume.verify_copy(folder, earlier))
+    except (InteropError, OSError, ValueError, TypeError):
+        return None  # unreadable now: rebuilt
+
+
+def _names_code(entry: ModelEntry) -> bool:
+    """The manifest's model is MODULE:FN: its build runs that code, so re-verifying it (a report
+    resume.previous matched to this very entry) may run it too, as the build did."""
+    from interop.fleet.manifest import is_factory
+
+    model = str(entry.settings.get("model", ""))
+    return is_factory(model) and not Path(model).exists()
+
+
+def _child_paths(entry: ModelEntry, trust: bool) -> dict[str, list[str]]:
+    """Folders the child adds to ``sys.path``: the manifest's folder only for a MODULE:FN model
+    (code the manifest names on purpose), and then *after* the standard library and installed
+    packages, so a ``json.py`` there shadows nothing; ahead of them only with ``--trust``."""
+    from interop.fleet.manifest import is_factory
+
+    wanted = trust or is_factory(str(entry.settings.get("model", "")))
+    return {"prepend" if trust else "append": [str(entry.base)] if wanted else []}
+
+
 def _child_env(entry: ModelEntry, jobs: int) -> dict[str, str]:
-    """The parent's environment; interop's own folder and the manifest's folder importable (for
-    MODULE:FN models); one share of the cores for each child's thread pools unless set."""
+    """The parent's environment; interop's own folder importable (the manifest's folder only as
+    _child_paths says); one share of the cores for each child's thread pools unless set."""
     from interop import _version
 
     env = dict(os.environ)
-    paths = [str(Path(_version.__file__).resolve().parent.parent), str(entry.base)]
+    env[MARKER] = str(os.getpid())
+    paths = [str(Path(_version.__file__).resolve().parent.parent)]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
     return env
@@ -179,20 +287,14 @@ def _ended(job: Running) -> bool:
 
 def _kill(job: Running, why: str | None) -> None:
     job.killed_for = job.killed_for or why
-    try:
-        os.killpg(job.proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _kill_tree(job.proc.pid)
     if why is None:
         _reap(job)
 
 
 def _reap(job: Running) -> int:
     """Kill what is left of the child's process group, then collect the child's exit status."""
-    try:
-        os.killpg(job.proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _kill_tree(job.proc.pid)
     if job.proc.returncode is not None:
         return job.proc.returncode
     try:
@@ -204,6 +306,20 @@ def _reap(job: Running) -> int:
     return job.proc.returncode
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the child's process group and every descendant by pid (one that called ``setsid``
+    left the group; it is still a descendant, or, once orphaned, ours: ``kill_orphans``)."""
+    for p in _descendants(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _maxrss(usage: Any) -> int:
     return usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024  # bytes there, KiB here
 
@@ -211,23 +327,33 @@ def _maxrss(usage: Any) -> int:
 def _finish(job: Running) -> dict[str, Any]:
     code = _reap(job)
     seconds = time.monotonic() - job.started
-    try:
-        result = json.loads((job.folder / CHILD_RESULT).read_text())
-    except (OSError, ValueError):
+    from interop.errors import InteropError
+    from interop.fleet.records import ChildResult
+    from interop.support import safe_io
+
+    try:  # the child ran a model: what it wrote is checked as data
+        result = safe_io.read_json(job.folder / CHILD_RESULT, "child result", root=job.folder, schema=ChildResult)
+    except InteropError:
         result = None
     record = record_from_result(job.entry, job.folder, result, exit_code=code, killed_for=job.killed_for,
                                 limits={"timeout": job.timeout, "memory_limit": job.memory_limit},
                                 log_tail=_tail(job.folder / LOG))
     record.update({"hash": job.digest, "seconds": round(seconds, 3), "built_seconds": round(seconds, 3),
-                   "peak_rss_bytes": job.peak_rss})
+                   "peak_rss_bytes": job.peak_rss, "report": _report_name(job.folder, job.entry.name),
+                   "artifact_sha256": {a: resume.artifact_sha256(job.folder / a) for a in record["artifacts"]}})
     _write_record(job.folder, record)
     return record
 
 
-def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    from interop.fleet.child import write_atomic
+def _report_name(folder: Path, name: str) -> str | None:
+    found = sorted(p.name for p in folder.glob("*.report.json") if not p.is_symlink())
+    return f"{name}.report.json" if f"{name}.report.json" in found else (found[0] if len(found) == 1 else None)
 
-    write_atomic(folder / resume.RECORD, record)
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    from interop.support import safe_io
+
+    safe_io.write_json(folder / resume.RECORD, record, root=folder.parent)
 
 
 def tree_rss(pid: int) -> int:
@@ -245,9 +371,12 @@ def tree_rss(pid: int) -> int:
 
 
 def _tail(path: Path, lines: int = 20) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
+    from interop.errors import InteropError
+    from interop.support import safe_io
+
+    try:  # the log was written by the model's child: a FIFO or a link there is never followed
+        return safe_io.read_tail(path, "build log", root=path.parent).splitlines()[-lines:]
+    except (OSError, InteropError):
         return []
 
 

@@ -61,6 +61,9 @@ def _no_result(code: int, tail: list[str]) -> dict[str, Any]:
 
 def _from_report(record: dict[str, Any], report: dict[str, Any], folder: Path) -> None:
     record["status"] = "passed" if report.get("passed") else "failed"
+    if (report.get("settings") or {}).get("tolerance"):  # the verdict was judged by a tolerance override
+        record["tolerance_source"] = (report.get("settings_source") or {}).get("tolerance")
+        record["warnings"] = [w for w in report.get("warnings", []) if str(w).startswith("tolerance override")]
     for name, entry in report.get("targets", {}).items():
         if entry.get("status") == "skipped":
             continue
@@ -227,17 +230,19 @@ def csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def to_csv(summary: dict[str, Any]) -> str:
+    from interop.support.escape import csv_cell  # a model name or signature is never a formula
+
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(csv_rows(summary))
+    writer.writerows([{k: csv_cell(v) for k, v in row.items()} for row in csv_rows(summary)])
     return buffer.getvalue()
 
 
 def cell_text(cell: dict[str, Any] | None) -> str:
     if not cell:
         return "—"
-    parts = [cell["status"]]
+    parts = [str(cell["status"])]
     if cell.get("rel_l2") is not None:
         parts.append(f"{cell['rel_l2']:.1e}")
     if cell.get("bytes"):
@@ -246,32 +251,42 @@ def cell_text(cell: dict[str, Any] | None) -> str:
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
+    from interop.support.escape import md  # every text from a record is escaped: no forged line or verdict
+
     targets, c = summary["targets"], summary["counts"]
     lines = ["# interop build-many", "", f"**{'PASSED' if summary['passed'] else 'FAILED'}** — "
              + ", ".join(f"{n} {s}" for s, n in c.items() if n) + (" — INTERRUPTED" if summary["interrupted"] else ""),
-             "", "| model | status | seconds | " + " | ".join(targets) + " |", "|---|---|---|" + "---|" * len(targets)]
+             "", "| model | status | seconds | " + " | ".join(md(t) for t in targets) + " |",
+             "|---|---|---|" + "---|" * len(targets)]
     for m in summary["models"]:
-        cells = [cell_text(m.get("targets", {}).get(t)) for t in targets]
-        lines.append(f"| {m['name']} | {m['status']} | {m.get('seconds', 0):.1f} | " + " | ".join(cells) + " |")
+        cells = [md(cell_text(m.get("targets", {}).get(t))) for t in targets]
+        status = md(m["status"]) + (" (tolerance from the manifest)" if m.get("tolerance_source") == "manifest" else "")
+        lines.append(f"| {md(m['name'])} | {status} | {m.get('seconds') or 0:.1f} | " + " | ".join(cells) + " |")
     if summary["not_run"]:
-        lines += ["", "Not run (interrupted): " + ", ".join(summary["not_run"])]
+        lines += ["", "Not run (interrupted): " + ", ".join(md(n) for n in summary["not_run"])]
     if summary["failures"]:
         lines += ["", "## Failures by signature", ""]
         for g in summary["failures"]:
-            lines.append(f"- **{g['signature']}** ({len(g['models'])}): {', '.join(g['models'])}")
+            lines.append(f"- **{md(g['signature'])}** ({len(g['models'])}): {', '.join(md(n) for n in g['models'])}")
     lines += baseline_markdown(summary.get("baseline"))
     return "\n".join(lines) + "\n"
 
 
-def baseline_markdown(diff: dict[str, Any] | None) -> list[str]:
+def baseline_markdown(diff: dict[str, Any] | None, esc: Any = None) -> list[str]:
+    """The baseline diff as Markdown lines (``esc``: the escaper of the medium, Markdown's by default)."""
     if not diff:
         return []
     lines = ["", "## Against the baseline", ""]
+    from interop.support.escape import md
+
+    md = esc or md
+
     for key, title in (("newly_failing", "Newly failing"), ("fixed", "Fixed")):
         for d in diff[key]:
-            lines.append(f"- {title}: {d['model']}{'/' + d['target'] if d['target'] else ''} ({d['before']} → {d['after']})")
+            lines.append(f"- {title}: {md(d['model'])}{'/' + md(d['target']) if d['target'] else ''} "
+                         f"({md(d['before'])} → {md(d['after'])})")
     for d in diff["fidelity_regressions"]:
-        lines.append(f"- Fidelity regression: {d['model']}/{d['target']} rel_l2 {d['before']:.2e} → {d['after']:.2e}")
+        lines.append(f"- Fidelity regression: {md(d['model'])}/{md(d['target'])} rel_l2 {d['before']:.2e} → {d['after']:.2e}")
     if len(lines) == 3:
         lines.append("- no change in status or fidelity")
     return lines
@@ -288,12 +303,9 @@ def _size(n: int | None) -> str:
 
 
 def load(path: Path) -> dict[str, Any]:
-    from interop.errors import SpecError
+    """A summary.json from disk (a merge input, a baseline): read by the one reader (regular file,
+    bounded size and depth) and checked against the summary schema; else one line, exit 2."""
+    from interop.fleet.records import Summary
+    from interop.support import safe_io
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"cannot read summary {path}: {exc}", hint="pass a summary.json written by build-many") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-        raise SpecError(f"{path} is not a build-many summary", hint="pass a summary.json written by build-many")
-    return data
+    return safe_io.read_json(path, "summary", schema=Summary, hint="pass a summary.json written by build-many")

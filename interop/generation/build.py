@@ -191,13 +191,15 @@ class GenerationReport(Report):
     """A report whose evidence is the ``generation`` entries (no single-shot agreement rows)."""
 
     def to_markdown(self) -> str:
+        from interop.support.escape import md
+
         lines = [super().to_markdown(), "## Generation (greedy, teacher-forced on PyTorch's tokens)", "",
                  "| target | runtime | case | steps | tokens match | first divergent step | worst rel_l2 | "
                  "worst max_rel | passed | note |", "|---|---|---|---|---|---|---|---|---|---|"]
         for g in self.data["generation"]:
             lines.append(f"| {g['target']} | {g['runtime']} | {g['case']} | {g['steps']} | {g['tokens_match']} | "
                          f"{g['first_divergent_step']} | {_f(g.get('worst_rel_l2'))} | {_f(g.get('worst_max_rel'))} | "
-                         f"{'yes' if g['passed'] else ('—' if g['passed'] is None else '**NO**')} | {g['note']} |")
+                         f"{'yes' if g['passed'] else ('—' if g['passed'] is None else '**NO**')} | {md(g['note'])} |")
         return "\n".join(lines) + "\n"
 
 
@@ -229,6 +231,9 @@ def verify_generation(old: dict[str, Any], config: Any) -> Report:
         if not entry.get("path") or not Path(entry["path"]).exists():
             entry["status"], entry["error"] = "failed", f"artifact {entry.get('path')} is missing"
             continue
+        from interop.trust import check_artifact
+
+        check_artifact(Path(entry["path"]))  # a FIFO or a package linking out: refused, never opened
         report.data["generation"].extend(verify_artifact(name, Path(entry["path"]), source.module, prompt, ref, config))
     finish(report)
     return report

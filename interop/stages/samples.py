@@ -101,8 +101,15 @@ def _group_by_case(arrays: dict[str, np.ndarray], spec: InputSpec, case_names: l
 
 def _case_samples(spec: InputSpec, case: Case, arrays: dict[str, np.ndarray], path: str
                   ) -> list[dict[str, np.ndarray]]:
+    from interop.support.limits import MAX_SAMPLES
+
     stacked = all(arrays[t.name].ndim == len(t.shape) + 1 for t in spec.inputs)
     count = len(arrays[spec.inputs[0].name]) if stacked else 1
+    if count > MAX_SAMPLES:  # a file's stacked samples are bounded as --num-samples is
+        raise SpecError(f"samples file {path} stacks {count} samples for case {case.name}; the limit is {MAX_SAMPLES}",
+                        hint=f"keep at most {MAX_SAMPLES} samples per case")
+    for t in spec.inputs:
+        _check_fits(t, arrays[t.name], path)
     out = []
     for i in range(count):
         sample = {}
@@ -112,6 +119,18 @@ def _case_samples(spec: InputSpec, case: Case, arrays: dict[str, np.ndarray], pa
             sample[t.name] = np.ascontiguousarray(arr.astype(t.dtype))
         out.append(sample)
     return out
+
+
+def _check_fits(t: Any, arr: np.ndarray, path: str) -> None:
+    """Values an integer input's dtype holds: a cast that would wrap (300 into int8) is refused."""
+    dtype = np.dtype(t.dtype)
+    if dtype.kind not in "iu" or arr.size == 0 or arr.dtype.kind not in "biuf":
+        return
+    info = np.iinfo(dtype)
+    low, high = arr.min(), arr.max()
+    if low < info.min or high > info.max:
+        raise SpecError(f"sample {t.name!r} in {path} holds values {low}..{high}, outside {dtype} "
+                        f"({info.min}..{info.max}); casting would wrap them", hint=f"give values that fit {dtype}")
 
 
 def _check_sample_shape(t: Any, arr: np.ndarray, path: str, exact: tuple[int, ...] | None = None) -> None:

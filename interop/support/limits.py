@@ -12,6 +12,19 @@ from interop.errors import SpecError
 MAX_SAMPLES = 1000  # seeded samples per shape case
 
 
+MAX_DECODE_STEPS = 4096  # greedy tokens a generation check decodes
+MAX_CONTEXT = 32768  # tokens of KV cache a generation export sizes its state for
+
+
+def check_generation_bounds(decode_steps: Any, max_context: Any) -> None:
+    """``--decode-steps`` and ``--max-context`` within bounds (a file or a report may set them:
+    10^9 decode steps would run unbounded, a 10^9-token context allocates terabytes)."""
+    for flag, value, limit in (("--decode-steps", decode_steps, MAX_DECODE_STEPS),
+                               ("--max-context", max_context, MAX_CONTEXT)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise SpecError(f"{flag} {value!r} is outside 1..{limit}", hint=f"use {flag} between 1 and {limit}")
+
+
 def memory_bytes() -> int:
     """Physical memory of this machine (8 GiB where it cannot be read)."""
     try:

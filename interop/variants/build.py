@@ -206,6 +206,8 @@ def console_line(r: dict[str, Any]) -> str:
 
 def markdown(data: dict[str, Any]) -> list[str]:
     """The report's ``Compressed variants`` section (empty without --compress)."""
+    from interop.support.escape import md  # an error text is data: escaped
+
     rows = data.get("variants") or []
     if not rows:
         return []
@@ -229,7 +231,7 @@ def markdown(data: dict[str, Any]) -> list[str]:
                                                f"{r['bytes'] / 1e3:.3g} kB")
         lines.append(f"| {r['target']} | {r['variant']} | {size} | {r['ratio'] or '—'} | {cover} | {r['psnr_db'] or '—'} | "
                      f"{r['cosine'] or '—'} | {r['top1'] if r['top1'] is not None else '—'} | "
-                     f"{r['top5'] if r['top5'] is not None else '—'} | {gate} | {passed} | {note} |")
+                     f"{r['top5'] if r['top5'] is not None else '—'} | {gate} | {passed} | {md(note)} |")
     gates = data.get("gates") or {}
     lines += ["", "Gates: " + "; ".join(f"{n}: " + ", ".join(f"{k} ≥ {v}" for k, v in g.items()
                                                                  if k in ("psnr", "cosine", "top1", "top5"))

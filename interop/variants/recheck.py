@@ -22,6 +22,7 @@ def verify_variants(report: Any, old: dict[str, Any], prep: Any, spec: Any) -> N
     """Re-judge every variant the old report shipped, against the freshly prepared reference;
     a variant that is missing or now misses its gate fails the verification."""
     from interop import targets
+    from interop.trust import check_artifact
     from interop.variants.build import judge, size_of
 
     known = targets.registered()
@@ -35,6 +36,7 @@ def verify_variants(report: Any, old: dict[str, Any], prep: Any, spec: Any) -> N
         if old_row["target"] not in known or not path.exists():
             row.update(status="failed", passed=False, error=f"variant artifact {path} is missing")
             continue
+        check_artifact(path)  # a FIFO, a device or a package linking out is refused, never opened
         row["bytes"] = size_of(path)
         ctx = SimpleNamespace(prep=prep, spec=spec)
         judge(known[old_row["target"]], path, Path(base) if base else path, ctx, row, _gate(old_row["gate"]))
@@ -55,6 +57,9 @@ def bench_variants(subject: Any, spec: Any, sample: dict[str, Any], warmup: int,
         path = Path(row["path"]) if row.get("path") else None
         if not row.get("shipped") or path is None or not path.exists():
             continue
+        from interop.trust import check_artifact
+
+        check_artifact(path)  # never a FIFO or a package linking out
         target = targets.get(row["target"])
         timed = target.bench(path, spec, sample, warmup, runs, slow_runs, threads, report=subject,
                              compare_unsimplified=False)
