@@ -91,7 +91,7 @@ def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str, image: An
 
 
 def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
-             opts: CoremlOptions, target: Any, traced: Callable[[], Any], capture: Any = None) -> Any:
+             opts: CoremlOptions, target: Any, traced: Callable[[], Any], exported: Any = None) -> Any:
     import coremltools as ct
 
     common: dict[str, Any] = dict(convert_to="mlprogram", minimum_deployment_target=target,
@@ -102,11 +102,11 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
         outputs = None if opts.labels else [ct.TensorType(name=n) for n in output_names]
         model = ct.convert(traced(), inputs=_input_types(spec, cases, opts.shapes, opts.image), outputs=outputs, **common)
         return _renamed(model, spec.names(), output_names, opts.labels)
-    if capture is None:
+    if exported is None:
         from interop.stages.export_capture import ExportCapture
 
-        capture = ExportCapture(module, args, spec, Noise())
-    program = capture.coreml_program(dynamic=opts.shapes != "fixed")  # the build's one torch.export, shared
+        exported = ExportCapture(module, args, spec, Noise())
+    program = exported.coreml_program(dynamic=opts.shapes != "fixed")  # the build's one torch.export, shared
     if opts.image is not None:
         common["inputs"] = _input_types(spec, cases, opts.shapes, opts.image)
     model = ct.convert(program, **common)
