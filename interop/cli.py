@@ -70,6 +70,9 @@ BUILD_OPTIONS: list[tuple[str, Any, Any, str, str]] = [
     ("task", Optional[str], None, "--task", "auto (default: text-generation for a causal LM), text-generation or default"),
     ("max_context", Optional[int], None, "--max-context", "text-generation: Core ML cache positions (512)"),
     ("decode_steps", Optional[int], None, "--decode-steps", "text-generation: greedy steps checked (16)"),
+    ("no_torchscript", bool, False, "--no-torchscript", "TorchScript-free: ONNX through the dynamo exporter and "
+                                                        "Core ML through torch.export, one capture shared "
+                                                        "(also INTEROP_NO_TORCHSCRIPT=1)"),
     ("compare_where", List[str], [], "--compare-where", "OUTPUT:INPUT compares OUTPUT only where INPUT != 0 "
                                                         "(OUTPUT:!INPUT where it is 0, e.g. a padding mask)"),
 ]

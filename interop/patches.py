@@ -93,7 +93,7 @@ PATCHES: tuple[Patch, ...] = (
           "typer 0.29.2", "the `interop` command's process", "interop/patches.py:_typer_help_flag", "interop.patches:_typer_help_flag"),
     Patch("coremltools-torch-ops", "coremltools",
           "adds torch op translations coremltools lacks and replaces four that fail on real models "
-          "(targets/coreml_ops.py: PATCHED, OVERRIDES)",
+          "(targets/coreml/ops.py: PATCHED, OVERRIDES)",
           "aten::diff, new_ones, __and__, where.Scalar* have no translation; adaptive pools, permute and transpose "
           "fail on dynamic or rank-6 shapes, group_norm on a flexible batch (each reason in coreml_ops.OVERRIDES; "
           "group_norm's shared _group_norm_impl is swapped too)",

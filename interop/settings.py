@@ -1,5 +1,7 @@
-"""BuildConfig, and resolving it once: flag > ``--config`` file > ``interop.toml`` beside the model
-> default, with where each setting came from (``provenance``, the report's ``settings_source``).
+"""BuildConfig, and resolving it once: flag > environment (``ENVIRONMENT``: only
+``INTEROP_NO_TORCHSCRIPT``) > ``--config`` file > ``interop.toml`` beside the model > default, with
+where each setting came from (``provenance``, the report's ``settings_source``: ``env`` for the
+environment).
 
 * A *flag* is a command-line option or an argument the API caller passed to ``BuildConfig(...)``
   (or assigned afterwards): an explicit ``--precision fp16`` wins over any file, even though fp16
@@ -69,6 +71,7 @@ class BuildConfig:
     max_context: int = 512
     decode_steps: int = 16
     compare_where: list[str] = field(default_factory=list)  # --compare-where OUTPUT:[!]INPUT (a verdict limit)
+    no_torchscript: bool = False  # --no-torchscript / INTEROP_NO_TORCHSCRIPT=1: torch.export routes only
     # where each setting came from (flag | config | model-folder | default); set by resolve()
     provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -102,7 +105,8 @@ def _track_init() -> None:
 
 _track_init()
 
-SOURCES = ("flag", "config", "model-folder", "default", "manifest")  # manifest: a build-many entry
+SOURCES = ("flag", "env", "config", "model-folder", "default", "manifest")  # manifest: a build-many entry
+ENVIRONMENT = {"no_torchscript": "INTEROP_NO_TORCHSCRIPT"}  # settings an environment variable may give
 MODEL_FOLDER_FILE = "interop.toml"
 NOT_FROM_FILES = ("model", "config", "trust")  # command line / API argument only
 NOT_FROM_MODEL_FOLDER = ("tolerance", "out", "trust", "allow_trace_warnings", "keep_failed", "compare_where",
@@ -238,7 +242,8 @@ def resolve(config: BuildConfig) -> BuildConfig:
     returns it unchanged. Values are validated (unknown choices are exit 2)."""
     if config.provenance:
         return config
-    layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: getattr(config, k) for k in config.given()})]
+    layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: getattr(config, k) for k in config.given()}),
+                                                ("env", _env_settings())]  # the machine's word, above files
     if config.config:
         layers.append(("config", _file_settings(Path(config.config), "config")))
     beside = model_folder_file(config.model)
@@ -255,6 +260,23 @@ def resolve(config: BuildConfig) -> BuildConfig:
     resolved.provenance = provenance
     validate(resolved)
     return resolved
+
+
+def _env_settings() -> dict[str, Any]:
+    """Settings from the environment (``ENVIRONMENT``), below every file: ``1/true/yes/on`` or
+    ``0/false/no/off`` (empty: unset); anything else is exit 2."""
+    import os
+
+    values: dict[str, Any] = {}
+    for name, variable in ENVIRONMENT.items():
+        text = os.environ.get(variable, "").strip().lower()
+        if not text:
+            continue
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise SpecError(f"{variable}={os.environ[variable]!r} is not a yes or no",
+                            hint=f"set {variable}=1 (or 0), or unset it")
+        values[name] = text in ("1", "true", "yes", "on")
+    return values
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -280,6 +302,7 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
     for flag, value, allowed in choices:
         if value not in allowed:
             raise SpecError(f"unknown --{flag} {value!r}", hint=f"use one of {', '.join(allowed)}")
+    _check_torchscript_free(config)
     if config.opset is not None and not 7 <= config.opset <= 23:
         raise SpecError(f"--opset {config.opset} is outside what the exporters support", hint="use 7..23 (default 20)")
     if config.num_samples < 1:
@@ -295,6 +318,20 @@ def validate(config: BuildConfig, check_targets: bool = True) -> None:
     from interop.variants import check_choices as check_variants
 
     check_variants(config)  # --compress, --gate, --calibration
+
+
+def _check_torchscript_free(config: BuildConfig) -> None:
+    """--no-torchscript refuses the choices that are TorchScript by definition."""
+    if not config.no_torchscript:
+        return
+    where = source_of(config, "no_torchscript")
+    where = "INTEROP_NO_TORCHSCRIPT" if where == "env" else "--no-torchscript"
+    for flag, value, torchscript in (("exporter", config.exporter, "torchscript"),
+                                     ("coreml-capture", config.coreml_capture, "trace")):
+        if value == torchscript:
+            raise SpecError(f"--{flag} {value} uses TorchScript, which {where} rules out",
+                            hint=f"drop --{flag} (the TorchScript-free build uses the dynamo exporter and "
+                                 f"torch.export), or unset {where}")
 
 
 def source_of(config: BuildConfig, name: str) -> str:

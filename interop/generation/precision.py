@@ -4,7 +4,7 @@ The stateful package (states are fp16 only in Core ML) is held to fp16 tolerance
 generation and per-step logits. When it disagrees, the same program is generated with again with
 fp32 compute in the reference runtime (states stay fp16): if that agrees the cause is
 ``fp16-precision`` and, at ``--precision auto``, the package is converted again with fp32 islands
-(``targets.coreml_precision``: per-op error measured on the prefill) until one passes the unchanged
+(``targets.coreml.precision``: per-op error measured on the prefill) until one passes the unchanged
 generation check. If the fp32 run disagrees too, the cause is not precision and no islands are tried.
 """
 

@@ -47,6 +47,7 @@ class Prepared:
     labels: list[str] | None
     export_args: tuple = ()
     trace: Any = None
+    capture: Any = None  # stages/export_capture.ExportCapture: the one torch.export, shared by the targets
     noise: Noise = field(default_factory=Noise)
     hazards: list[Hazard] = field(default_factory=list)
     conversion: dict[str, Any] | None = None  # a converted source's check against its reference
@@ -95,7 +96,7 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
         prep.conversion = check_conversion(source, module, spec, ref, config, names)
     if module is None:
         return prep
-    prep.trace = Trace(module, prep.export_args, prep.noise)
+    prep.trace, prep.capture = captures(module, prep.export_args, spec, prep.noise, config)
     if prep.trace.traced is not None and prep.trace.traced is not module:
         with captured(noise):
             departures = trace_consistency(prep.trace.traced, ref, spec.names(), names)
@@ -146,7 +147,7 @@ def static_conversion(source: Source, spec: InputSpec, prep: Prepared, config: B
                     compare_where=prep.ref.compare_where)
     args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
     static = Prepared(wrapped, cases(fixed_spec), ref, prep.names, prep.image, prep.labels, args, noise=prep.noise)
-    static.trace = Trace(wrapped, args, prep.noise)
+    static.trace, static.capture = captures(wrapped, args, fixed_spec, prep.noise, config)
     prep.static_spec, prep.static_reason = fixed_spec, why
     return static
 
@@ -205,6 +206,14 @@ def _check_labels(labels: list[str], ref: "Reference") -> None:
                         hint="a classifier's first output is (batch, classes) with one label per class")
     if len(set(labels)) != len(labels):
         raise SpecError("the labels file repeats a label", hint="labels must be unique")
+
+
+def captures(module: Any, args: tuple, spec: InputSpec, noise: Noise, config: BuildConfig) -> tuple[Any, Any]:
+    """The shared trace (none with --no-torchscript) and the shared, lazily made torch.export."""
+    from interop.stages import export_capture
+
+    trace = export_capture.NoTrace() if export_capture.enabled(config) else Trace(module, args, noise)
+    return trace, export_capture.ExportCapture(module, args, spec, noise)
 
 
 class Trace:

@@ -45,8 +45,10 @@ def _scripted_control_flow(traced: Callable[[], Any]) -> bool:
     return any(n.kind() in ("prim::If", "prim::Loop") for n in graph.nodes())
 
 
-def conversion_error(rejected: list[dict[str, str]], traced: Callable[[], Any], capture: str) -> ExportError:
-    """The error a failed Core ML conversion raises, with the hint that matches its cause."""
+def conversion_error(rejected: list[dict[str, str]], traced: Callable[[], Any], capture: str,
+                     exported: Any = None) -> ExportError:
+    """The error a failed Core ML conversion raises, with the hint that matches its cause
+    (module paths from the shared trace, else from the shared torch.export capture)."""
     from interop.targets.coreml.ops import PATCHED
 
     reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected)
@@ -54,7 +56,7 @@ def conversion_error(rejected: list[dict[str, str]], traced: Callable[[], Any], 
     if ops:
         parts = []
         for op in ops:
-            where = op_paths(traced, op)
+            where = op_paths(traced, op) or (exported.op_paths(op) if exported is not None else [])
             patched = "patched by interop" if op in PATCHED else "not patched by interop (interop/targets/coreml/ops.py)"
             parts.append(f"aten::{op} (in {', '.join(where[:3]) or 'the model'}; {patched})")
         return UnsupportedOpError(f"coremltools has no translation for {', '.join(parts)} ({reasons})",
@@ -64,10 +66,17 @@ def conversion_error(rejected: list[dict[str, str]], traced: Callable[[], Any], 
         return ExportError(f"coremltools could not convert the scripted model ({reasons})",
                            hint="coremltools converts traced graphs: save torch.jit.trace(model, example) (or the "
                                 "nn.Module) instead of torch.jit.script; `--targets onnx` ships the ONNX model alone")
-    other = " or the other --coreml-capture path" if capture != "auto" else ""
+    # --no-torchscript rules the trace path out: no other path to suggest
+    other = " or the other --coreml-capture path" if capture != "auto" and not isinstance(traced, _no_trace()) else ""
     return ExportError(f"coremltools could not convert the model ({reasons})",
                        hint=f"`interop check` lists the ops each target lacks; `--targets onnx` ships the ONNX model "
                             f"alone{other}")
+
+
+def _no_trace() -> type:
+    from interop.stages.export_capture import NoTrace
+
+    return NoTrace
 
 
 def capture_difference(capture: str, prep: Any, spec: Any, case: str, index: int) -> str | None:
@@ -102,16 +111,9 @@ def capture_difference(capture: str, prep: Any, spec: Any, case: str, index: int
 
 
 def _captured_graph(capture: str, prep: Any, spec: Any) -> Any:
-    import torch
-
     if capture == "torch.jit.trace":
         return None if prep.trace.error is not None else prep.trace.traced
-    from interop.stages.spec import export_dim
-
-    dims: dict[str, Any] = {}
-    dyn = tuple({a: export_dim(d, dims) for a, d in t.dynamic.items()} or None for t in spec.inputs)
     try:
-        program = torch.export.export(prep.module, prep.export_args, dynamic_shapes=(dyn,) if any(dyn) else None)
-        return program.run_decompositions({}).module()
+        return prep.capture.coreml_program().module()  # the program Core ML converted (shared, not re-exported)
     except Exception:
         return None

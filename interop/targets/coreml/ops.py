@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from interop.targets.coreml import export_ops as export_ops
 from interop.targets.coreml import structured_ops as structured_ops
 
 # Ops coremltools has no translation for.
 PATCHED = {"diff": "aten::diff", "new_ones": "aten::new_ones", "__and__": "aten::__and__ (torch.export)",
            "where.scalarother": "aten::where.ScalarOther (torch.export)", "where.scalar": "aten::where.Scalar (torch.export)"}
 PATCHED.update(structured_ops.PATCHED)  # embedding_bag, index_add (interop/targets/coreml/structured_ops.py)
+PATCHED.update(export_ops.PATCHED)  # lstm, gru, alias, ... of torch.export programs (export_ops.py)
 # coremltools' own translations that fail on what real models give them, replaced rather than added
 # (the replacement hands the cases that work back to coremltools' own):
 OVERRIDES = {
@@ -37,6 +39,7 @@ def translations() -> tuple[dict[str, Any], dict[str, Any]]:
     added = {"diff": _diff, "new_ones": _new_ones, "__and__": _and, "where.scalarother": _where_scalar,
              "where.scalar": _where_scalar}
     added.update(structured_ops.functions())
+    added.update(export_ops.functions())
     replaced = {"adaptive_avg_pool1d": _adaptive_avg_pool1d, "adaptive_max_pool1d": _adaptive_max_pool1d,
                 "permute": _permute, "transpose": _transpose, "group_norm": _group_norm}
     return added, replaced

@@ -10,7 +10,7 @@ from interop.patches import _MISSING, Undo, swap
 
 
 def coremltools_torch_ops() -> Undo:
-    """Register interop's translations (targets/coreml_ops.py) into coremltools' torch frontend
+    """Register interop's translations (targets/coreml/ops.py) into coremltools' torch frontend
     through its public ``register_torch_op(override=True)``; ``__and__`` ends in "_", which that
     refuses (it takes such names for in-place ops), so it is set by name. The undo restores the
     registry's previous entries."""

@@ -92,9 +92,8 @@ def _input_types(spec: InputSpec, cases: list[Case], shapes_mode: str, image: An
 
 
 def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
-             opts: CoremlOptions, target: Any, traced: Callable[[], Any]) -> Any:
+             opts: CoremlOptions, target: Any, traced: Callable[[], Any], exported: Any = None) -> Any:
     import coremltools as ct
-    import torch
 
     from interop.targets.coreml.precision import coreml_compute_precision
 
@@ -106,12 +105,11 @@ def _convert(capture: str, module: Any, args: tuple, spec: InputSpec, cases: lis
         outputs = None if opts.labels else [ct.TensorType(name=n) for n in output_names]
         model = ct.convert(traced(), inputs=_input_types(spec, cases, opts.shapes, opts.image), outputs=outputs, **common)
         return _renamed(model, spec.names(), output_names, opts.labels)
-    from interop.stages.spec import export_dim
+    if exported is None:
+        from interop.stages.export_capture import ExportCapture
 
-    dims: dict[str, Any] = {}
-    dyn = tuple({a: export_dim(d, dims) for a, d in t.dynamic.items()} or None
-                for t in spec.inputs) if opts.shapes != "fixed" else ()
-    program = torch.export.export(module, args, dynamic_shapes=(dyn,) if any(dyn) else None).run_decompositions({})
+        exported = ExportCapture(module, args, spec, Noise())
+    program = exported.coreml_program(dynamic=opts.shapes != "fixed")  # the build's one torch.export, shared
     if opts.image is not None:
         common["inputs"] = _input_types(spec, cases, opts.shapes, opts.image)
     model = ct.convert(program, **common)
@@ -176,16 +174,16 @@ def _renamed(model: Any, inputs: list[str], outputs: list[str], labels: list[str
 
 def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
                  workdir: Path, stem: str, opts: CoremlOptions, meta: dict[str, Any], noise: Noise,
-                 traced: Callable[[], Any]) -> CoremlResult:
+                 traced: Callable[[], Any], capture: Any = None) -> CoremlResult:
     """Convert through jit.trace, falling back to torch.export (or the reverse); save the package."""
-    precision, target_name, shapes_mode, capture = opts.precision, opts.deployment_target, opts.shapes, opts.capture
+    precision, target_name, shapes_mode, capture_mode = opts.precision, opts.deployment_target, opts.shapes, opts.capture
     if precision not in PRECISIONS:
         raise SpecError(f"unknown precision {precision!r}", hint="use fp16 or fp32 (auto is resolved by the target)")
     if shapes_mode not in SHAPE_MODES:
         raise SpecError(f"unknown --coreml-shapes {shapes_mode!r}", hint="use range or enumerated")
-    order = {"auto": ["trace", "export"], "trace": ["trace"], "export": ["export"]}.get(capture)
+    order = {"auto": ["trace", "export"], "trace": ["trace"], "export": ["export"]}.get(capture_mode)
     if order is None:
-        raise SpecError(f"unknown Core ML capture path {capture!r}", hint=f"use one of {', '.join(PATHS)}")
+        raise SpecError(f"unknown Core ML capture path {capture_mode!r}", hint=f"use one of {', '.join(PATHS)}")
     with captured(noise):
         target = deployment_target(target_name)
     rejected: list[dict[str, str]] = []
@@ -197,7 +195,8 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
         for path_name in order:
             try:
                 with captured(noise), patches.applied(*patches.COREML_CONVERSION):
-                    model = _convert(path_name, module, args, spec, cases, output_names, mode_opts, target, traced)
+                    model = _convert(path_name, module, args, spec, cases, output_names, mode_opts, target, traced,
+                                     capture)
                 break
             except Exception as exc:
                 label = _capture_label(path_name) + (f", {mode} shapes" if mode != shapes_mode else "")
@@ -224,7 +223,7 @@ def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], o
         return CoremlResult(out, _capture_label(path_name), precision, target_name, rejected, notes, shapes)
     from interop.targets.coreml.hints import conversion_error
 
-    raise conversion_error(rejected, traced, capture)
+    raise conversion_error(rejected, traced, capture_mode, capture)
 
 
 def _shape_modes(spec: InputSpec, asked: str) -> list[str]:
@@ -333,10 +332,11 @@ class CoremlTarget(Target):
         from interop.targets.coreml.precision import compute_precision
 
         prep, spec, config = ctx.prep, ctx.spec, ctx.config
+        capture = "export" if getattr(config, "no_torchscript", False) else config.coreml_capture
         opts = CoremlOptions(compute_precision(config.precision), config.deployment_target, config.coreml_shapes,
-                             config.coreml_capture, prep.image, prep.labels)
+                             capture, prep.image, prep.labels)
         result = build_coreml(prep.module, prep.export_args, spec, prep.cases, prep.names, ctx.work, ctx.stem, opts,
-                              ctx.meta, ctx.noise, prep.trace)
+                              ctx.meta, ctx.noise, prep.trace, getattr(prep, "capture", None))
         entry = {"precision": result.precision, "deployment_target": result.deployment_target,
                  "capture": result.capture, "rejected": result.rejected, "notes": result.notes,
                  "shapes": result.shapes, "precision_mode": config.precision}

@@ -55,8 +55,10 @@ class OnnxTarget(Target):
                 return f"disagrees with PyTorch at case {bad[0].case}, output {bad[0].output}: {bad[0].note}{where}", None
             return None, got
 
+        exporter = "dynamo" if getattr(config, "no_torchscript", False) else config.exporter
         result, got = build_onnx(prep.module, prep.export_args, spec, names, dims, ctx.work, ctx.stem,
-                                 config.opset or DEFAULT_OPSET, config.exporter, verify, ctx.meta, ctx.noise, prep.trace)
+                                 config.opset or DEFAULT_OPSET, exporter, verify, ctx.meta, ctx.noise, prep.trace,
+                                 getattr(prep, "capture", None))
         full_check(result.model, ctx.work / f"{ctx.stem}.checked.onnx")
         entry = {"exporter": result.exporter, "opset": result.opset, "nodes_before": result.nodes_before,
                  "nodes_after": result.nodes_after, "simplified": result.simplified, "rejected": result.rejected,

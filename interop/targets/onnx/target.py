@@ -47,12 +47,14 @@ def exporter_order(exporter: str, opset: int) -> list[str]:
 
 
 def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_names: list[str], path: Path,
-                opset: int, noise: Noise, traced: Callable[[], Any]) -> None:
+                opset: int, noise: Noise, traced: Callable[[], Any], capture: Any = None) -> None:
     """Run one exporter; the file at ``path`` is the raw export, its tensors over 4 KB as external
     data in ``<path>.data`` beside it (``onnx.load(path)`` reads them back). The TorchScript
     exporter takes the pipeline's one trace (``traced()``), shared with the Core ML target, and
     never serializes the weights: they go from the exporter's parameters straight to the data file
-    (onnx_weights.weights_apart)."""
+    (onnx_weights.weights_apart). The dynamo exporter takes the pipeline's one torch.export
+    (``capture.program()``, stages/export_capture.py), shared with the Core ML target; when that
+    capture fails, torch.onnx's own capture strategies are tried (torch.export too, never a trace)."""
     import onnx
     import torch
 
@@ -77,12 +79,24 @@ def export_once(name: str, module: Any, args: tuple, spec: InputSpec, output_nam
             dims: dict[str, Any] = {}
             # one entry for the flattening wrapper's *args, holding one spec per input
             shapes = tuple({a: export_dim(d, dims) for a, d in t.dynamic.items()} or None for t in spec.inputs)
-            program = torch.onnx.export(module, args, None, dynamo=True, input_names=inputs,
-                                        output_names=output_names, dynamic_shapes=(shapes,) if any(shapes) else None,
+            exported = _shared_program(capture)
+            program = torch.onnx.export(module if exported is None else exported, args, None, dynamo=True,
+                                        input_names=inputs, output_names=output_names,
+                                        dynamic_shapes=(shapes,) if any(shapes) and exported is None else None,
                                         opset_version=opset, verbose=False, report=False)
             program.save(str(path), external_data=True)
             del program
             release()
+
+
+def _shared_program(capture: Any) -> Any:
+    """The build's shared ExportedProgram, or None (no capture given, or it failed)."""
+    if capture is None:
+        return None
+    try:
+        return capture.program()
+    except ExportError:
+        return None
 
 
 def name_dims(model: Any, spec: InputSpec, output_dims: list[dict[int, str]]) -> list[str]:
@@ -261,14 +275,14 @@ SIMPLIFY_TOLERANCE = {"rel_l2": 1e-6, "max_rel": 1e-5}
 
 def build_onnx(module: Any, args: tuple, spec: InputSpec, output_names: list[str], output_dims: list[dict[int, str]],
                workdir: Path, stem: str, opset: int, exporter: str, verify: Verify, meta: dict[str, Any],
-               noise: Noise, traced: Callable[[], Any]) -> tuple[OnnxResult, Any]:
+               noise: Noise, traced: Callable[[], Any], capture: Any = None) -> tuple[OnnxResult, Any]:
     """Export with each exporter in turn until one verifies; simplify if numerics hold. Every model
     is held weightless (onnx_weights): the weights are in data files in ``workdir``."""
     rejected: list[dict[str, str]] = []
     for name in exporter_order(exporter, opset):
         raw = workdir / f"{stem}.{name}.raw.onnx"
         try:
-            export_once(name, module, args, spec, output_names, raw, opset, noise, traced)
+            export_once(name, module, args, spec, output_names, raw, opset, noise, traced, capture)
             model = onnx_weights.load(raw)
         except Exception as exc:
             rejected.append({"exporter": name, "reason": f"export failed: {first_line(exc)}"})

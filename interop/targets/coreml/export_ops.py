@@ -1,0 +1,81 @@
+"""Core ML translations of what a ``torch.export`` program holds and coremltools 9's
+ExportedProgram frontend lacks (the TorchScript frontend has them): the recurrent layers
+``aten.lstm.input`` / ``aten.gru.input``, ``aten.alias``, and the symbolic-size arithmetic
+(``sym_not``, ``%``) of the runtime asserts a dynamic-shape capture keeps. Registered by
+interop.targets.coreml.ops (``PATCHED``) only while coremltools converts; checked against torch
+through the reference runtime in tests/test_no_torchscript.py (multi-layer, bidirectional,
+``batch_first``, with and without initial states).
+
+The recurrent translations are coremltools' own TorchScript ones (MIL ``lstm`` / ``gru``, one op
+per layer and direction): a TorchScript node has one output per result, a torch.export node one
+output holding a tuple that ``getitem`` nodes pick from. The node is shown one name per result
+while coremltools' translation runs, and the results are bound as one tuple under the node's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PATCHED = {"lstm.input": "aten::lstm (torch.export)", "gru.input": "aten::gru (torch.export)",
+           "alias": "aten::alias (torch.export)", "sym_not": "sym_not (torch.export runtime asserts)",
+           "mod": "% on symbolic sizes (torch.export runtime asserts)"}
+
+
+def functions() -> dict[str, Any]:
+    """name -> translation, for coremltools' torch op registry."""
+    return {"lstm.input": _lstm, "gru.input": _gru, "alias": _alias, "sym_not": _sym_not, "mod": _mod}
+
+
+def _results(context: Any, node: Any, translate: Any, count: int) -> None:
+    """Run a TorchScript-style translation producing ``count`` results, bind them as one tuple."""
+    names = [f"{node.name}_result{i}" for i in range(count)]
+    saved = node.outputs
+    node.outputs = names
+    try:
+        translate(context, node)
+    finally:
+        node.outputs = saved
+    context.add(tuple(context[n] for n in names), torch_name=node.name)
+
+
+def _lstm(context: Any, node: Any) -> None:
+    """aten.lstm.input(x, [h0, c0], params, has_biases, num_layers, dropout, train, bidirectional,
+    batch_first) -> (output, h_n, c_n)."""
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+
+    _results(context, node, torch_ops.lstm, 3)
+
+
+def _gru(context: Any, node: Any) -> None:
+    """aten.gru.input(x, h0, params, has_biases, num_layers, dropout, train, bidirectional,
+    batch_first) -> (output, h_n)."""
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+
+    _results(context, node, torch_ops.gru, 2)
+
+
+def _alias(context: Any, node: Any) -> None:
+    """aten.alias(x): x itself (GPT-2's attention mask path; coremltools knows ``alias_copy``)."""
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    context.add(_get_inputs(context, node, expected=1)[0], torch_name=node.name)
+
+
+def _sym_not(context: Any, node: Any) -> None:
+    """torch.sym_not(b): logical not of a symbolic boolean (a runtime assert's condition)."""
+    from coremltools.converters.mil.frontend.torch.ops import logical_not
+
+    logical_not(context, node)
+
+
+def _mod(context: Any, node: Any) -> None:
+    """``a % b`` on sizes (Python's floor modulo, as MIL ``mod``); folded when both are known."""
+    import numpy as np
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    a, b = _get_inputs(context, node, expected=2)
+    if a.val is not None and b.val is not None:
+        context.add(mb.const(val=np.asarray(np.mod(a.val, b.val)), name=node.name))
+        return
+    context.add(mb.mod(x=a, y=b, name=node.name))
