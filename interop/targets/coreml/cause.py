@@ -12,6 +12,8 @@ reference at the tolerance the package is held to:
 
 from __future__ import annotations
 
+from interop.stages.localise import _all_ops  # the one walk over a MIL block's ops, nested blocks included
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,12 +106,6 @@ def first_conversion_op(path: Path, feed: dict[str, Any], module: Any, sample: d
             return f"{op.op_type} {op.name!r}"
     return None
 
-
-def _all_ops(block: Any):
-    for op in block.operations:
-        yield op
-        for inner in getattr(op, "blocks", []):
-            yield from _all_ops(inner)
 
 
 def hint(cause: Cause) -> str | None:
