@@ -233,7 +233,9 @@ def test_verify_reproduces_a_build_made_with_trace_warnings_tolerance_and_image(
 
     refused = runner.invoke(app, ["verify", str(report_path)])  # a MODULE:FN source imports code
     one_line_exit_2(refused, "pass --trust to verify")
-    verified = runner.invoke(app, ["verify", str(report_path), "--trust", "--json"])
+    loose = runner.invoke(app, ["verify", str(report_path), "--trust", "--json"])  # a report never loosens verify
+    assert loose.exit_code == 1 and "pass --tolerance *:rel_l2=0.02 to verify" in loose.stdout, loose.output
+    verified = runner.invoke(app, ["verify", str(report_path), "--trust", "--tolerance", "*:rel_l2=0.02", "--json"])
     assert verified.exit_code == 0, verified.output
     after = json.loads(verified.stdout)
     for key in ("allow_trace_warnings", "tolerance", "image", "mean", "std", "pixel_scale", "labels", "samples",
