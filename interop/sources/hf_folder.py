@@ -40,6 +40,7 @@ FOLDER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "toke
                 "tokenizer.model", "chat_template.jinja", "preprocessor_config.json")
 """The files a consumer of the ONNX folder reads beside the model (Optimum, onnxruntime-genai)."""
 
+PROBS = "classLabelProbs"  # stages/preprocess.PROBS (a layer above: not imported)
 BATCH = {"name": "batch_size", "min": 1, "max": 8}
 EXAMPLE_BATCH, EXAMPLE_SEQUENCE, MAX_SEQUENCE = 2, 16, 512
 
@@ -191,6 +192,9 @@ def load_folder(folder: Path, trust: bool) -> Any:
     fmt = "huggingface-remote-code" if config_data.get("auto_map") else "huggingface"
     source = Source(model, fmt, os.path.abspath(folder), folder_sha256(folder, files))
     source.folder_files = _companion_files(folder)  # type: ignore[attr-defined]
+    from interop.sources.hf_ship import card_metadata
+
+    source.card = card_metadata(folder, config_data)  # type: ignore[attr-defined]  # license, description
     source.hf_task = task  # type: ignore[attr-defined]
     if task == "text-generation":
         from interop.sources.torch_files import forward_names
@@ -391,10 +395,17 @@ def NamedIO(model: Any, inputs: list[str], outputs: list[str]) -> Any:  # noqa: 
 def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, target: str = "onnx") -> None:
     """Copy the folder's config, tokenizer and processor files into the work folder as companions
     of the ONNX artifact, so the output folder loads in Optimum / onnxruntime-genai as it is (not
-    when the output folder is the model folder itself: they are there already)."""
+    when the output folder is the model folder itself: they are there already); a labelled
+    classifier's ONNX model also outputs ``logits`` (sources/hf_ship.py)."""
+    from interop.sources import hf_ship
+
     files = getattr(source, "folder_files", None)
     if not files or target not in report.companions:
         return
+    onnx_path = report.artifacts.get(target)
+    if target == "onnx" and onnx_path is not None and hf_ship.expose_logits(Path(onnx_path)):
+        report.data["targets"]["onnx"].setdefault("notes", []).append(
+            "output 'logits' added (the input of the softmax making classLabelProbs), as Optimum reads it")
     try:
         if out_folder.resolve() == Path(source.path).resolve():
             return
@@ -403,6 +414,8 @@ def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, ta
     for path in files:
         copy = work / path.name
         shutil.copyfile(path, copy)
+        if path.name == PREPROCESSOR and (getattr(source, "hints", None) or {}).get("image"):
+            hf_ship.unfold_processor(copy)  # rescale/normalise run inside the model
         report.companions[target].append(copy)
 
 
