@@ -50,6 +50,7 @@ LOCK = ".interop-build-many.lock"
 
 def _summarise(records: list, not_run: list, shard: Any, base: Any, factor: float, out: Path) -> dict[str, Any]:
     from interop.fleet import summary as fleet_summary
+    from interop.fleet.files import write  # (imported in build_many's scope only before: NameError)
 
     result = fleet_summary.summarise(records, shard, not_run, interrupted=bool(not_run))
     if base is not None:
