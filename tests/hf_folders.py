@@ -157,7 +157,7 @@ DECODERS = {
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 32}),  # head_dim * heads != hidden
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 4096}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 4096, "initializer_range": 0.05}),
     "granite": ("GraniteConfig", "GraniteForCausalLM", {}),
     "olmo": ("OlmoConfig", "OlmoForCausalLM", {}),
 }
@@ -170,8 +170,8 @@ def decoder_folder(folder: Path, family: str) -> Path:
     config_name, model_name, extra = DECODERS[family]
     tok = train_tokenizer(folder)
     _seed()
-    config = getattr(transformers, config_name)(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, initializer_range=0.2, **extra)
+    settings = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.2)
+    config = getattr(transformers, config_name)(**{**settings, **extra})
     return _save(getattr(transformers, model_name)(config), folder)
