@@ -157,7 +157,8 @@ DECODERS = {
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 32}),  # head_dim * heads != hidden
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 4096, "initializer_range": 0.02}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 4096,
+               "tie_word_embeddings": False}),  # tied, its greedy tokens barely vary (Gemma covers tying)
     "granite": ("GraniteConfig", "GraniteForCausalLM", {}),
     "olmo": ("OlmoConfig", "OlmoForCausalLM", {}),
 }
