@@ -147,3 +147,32 @@ def auto_map_folder(folder: Path, marker: Path) -> Path:
         "from .configuration_evil import EvilConfig\n"
         "class EvilModel(BertForSequenceClassification):\n    config_class = EvilConfig\n"))
     return folder
+
+
+DECODERS = {
+    # family: (config class, model class, extra config) -- tiny, grouped-query attention where the family has it
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 32}),  # head_dim * heads != hidden
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 4096,
+               "tie_word_embeddings": False}),  # tied, its greedy tokens barely vary (Gemma covers tying)
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {}),
+    "olmo": ("OlmoConfig", "OlmoForCausalLM", {}),
+}
+
+
+def decoder_folder(folder: Path, family: str) -> Path:
+    """A tiny causal LM of ``family`` (a key of :data:`DECODERS`) with its tokenizer, save_pretrained."""
+    import transformers
+
+    config_name, model_name, extra = DECODERS[family]
+    tok = train_tokenizer(folder)
+    _seed()
+    settings = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.2)
+    config = getattr(transformers, config_name)(**{**settings, **extra})
+    return _save(getattr(transformers, model_name)(config), folder)

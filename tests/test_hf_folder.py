@@ -30,7 +30,12 @@ def folders(tmp_path_factory):
     made = {}
     for name in ("bert_classifier", "gpt2_sharded", "llama_with_tokenizer"):
         made[name] = getattr(hf_folders, name)(root / name)
+    (made["bert_classifier"] / "README.md").write_text(CARD)
+    (made["llama_with_tokenizer"] / "README.md").write_text("---\nlicense: mit\n---\nA tiny llama.\n")
     return made
+
+
+CARD = "---\nlicense: apache-2.0\ntags: [test]\n---\n# Sentiment\n\nA tiny BERT that labels sentiment.\n"
 
 
 def test_classifier_folder_builds_with_its_labels(folders, tmp_path):
@@ -54,6 +59,27 @@ def test_classifier_folder_builds_with_its_labels(folders, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
     assert json.loads(meta["interop.labels"]) == list(hf_folders.LABELS.values())
     assert (tmp_path / "config.json").is_file()  # the ONNX folder is a model folder for Optimum too
+    # the model card's license and description, with no flag, in both artifacts
+    assert meta["license"] == "apache-2.0" and meta["description"] == "A tiny BERT that labels sentiment."
+    import coremltools as ct
+
+    package = ct.models.MLModel(str(tmp_path / "model.mlpackage"), skip_model_load=True)
+    assert (package.license, package.short_description) == ("apache-2.0", "A tiny BERT that labels sentiment.")
+    # Optimum's ORTModelForSequenceClassification reads `logits`: the model's own, beside classLabelProbs
+    import onnxruntime as ort
+    import torch
+    from transformers import BertForSequenceClassification
+
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    assert [o.name for o in sess.get_outputs()] == ["classLabelProbs", "logits"]
+    ids = np.random.default_rng(0).integers(0, 300, (2, 10)).astype(np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    probs, logits = sess.run(None, feed)
+    with torch.no_grad():
+        want = BertForSequenceClassification.from_pretrained(str(folder)).eval()(
+            **{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(want), -1).numpy(), atol=1e-5)
 
 
 def _og_generate(folder: Path, prompt: list[int], steps: int) -> list[int]:
@@ -75,11 +101,25 @@ def _og_generate(folder: Path, prompt: list[int], steps: int) -> list[int]:
 def test_lm_folder_generates_in_onnxruntime_genai(folders, tmp_path, name):
     """The real consumer: og.Model(folder) + og.Tokenizer + og.Generator, tokens equal to
     transformers' greedy tokens (GPT-2 failed with 'Model input was not found: ' before)."""
+    _genai_matches_transformers(folders[name], tmp_path)
+
+
+SLOW_FAMILIES = ["mistral", "phi3", "gemma", "gemma2", "qwen3", "granite", "olmo"]
+
+
+@pytest.mark.parametrize("family", ["qwen2", *[pytest.param(f, marks=pytest.mark.slow) for f in SLOW_FAMILIES]])
+def test_decoder_family_folder_generates_in_onnxruntime_genai(tmp_path, family):
+    """Every decoder family transformers builds from a tiny config and genai 0.18 runs, from its
+    save_pretrained folder: genai's greedy tokens are transformers' (Gemma: head_dim * heads !=
+    hidden and tied, scaled embeddings; Gemma2: soft-capping; Qwen3: q/k norms; Phi3: fused qkv)."""
+    _genai_matches_transformers(hf_folders.decoder_folder(tmp_path / family, family), tmp_path / "out")
+
+
+def _genai_matches_transformers(folder: Path, tmp_path: Path) -> None:
     import onnxruntime_genai as og
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = folders[name]
     code, report = build(str(folder), "--out", str(tmp_path), "--targets", "onnx")
     assert code == 0, report
     assert {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", "config.json"} <= \
@@ -96,6 +136,33 @@ def test_lm_folder_generates_in_onnxruntime_genai(folders, tmp_path, name):
     ref = ref[0, len(prompt):].tolist()
     assert got == ref[:len(got)] and len(got) >= steps // 2, (got, ref)
     assert len(set(ref)) > 2, "the greedy tokens barely vary: the check would prove little"
+    if (folder / "README.md").is_file():  # the model card's license reaches the generation build's ONNX too
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+        assert meta["license"] == "mit" and meta["description"] == "A tiny llama."
+
+
+def test_encoder_decoder_folder_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "whisper"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["WhisperForConditionalGeneration"],
+                                                    "model_type": "whisper", "is_encoder_decoder": True}))
+    (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    report = _refused(folder, tmp_path / "out", "encoder-decoder", "whisper", "causal LMs")
+    assert "\n" not in report["error"]["message"]
+
+
+def test_model_card_metadata(tmp_path):
+    from interop.sources.hf_ship import card_metadata
+
+    (tmp_path / "README.md").write_text("---\nlicense: [mit, apache-2.0]\n---\n# T\n\n![b](x)\n\nFirst words.\nMore.\n")
+    assert card_metadata(tmp_path, {}) == {"license": "mit, apache-2.0", "description": "First words. More."}
+    (tmp_path / "README.md").write_text("---\n: [unclosed\n---\n")  # a broken card is no metadata, not an error
+    assert card_metadata(tmp_path, {"license": "bsd"}) == {"license": "bsd"}
+    (tmp_path / "README.md").unlink()
+    os.mkfifo(tmp_path / "README.md")  # never opened
+    assert card_metadata(tmp_path, {}) == {}
 
 
 # ---- hostile folders: one line, exit 2, nothing ran, nothing written --------------------------------

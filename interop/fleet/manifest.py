@@ -118,13 +118,17 @@ def _from_file(path: Path) -> list[ModelEntry]:
 
 
 def _from_folder(folder: Path) -> list[ModelEntry]:
-    """Each sub-folder with an interop.toml is one model; its model file is the toml's ``model``
-    or the one model file in the sub-folder."""
+    """Each sub-folder with an interop.toml, or a Hugging Face model folder (``config.json``), is one
+    model; its model file is the toml's ``model``, the Hugging Face folder itself, or the one model
+    file in the sub-folder."""
     entries = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "interop.toml").is_file()):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and ((p / "interop.toml").is_file() or
+                                                                    (p / "config.json").is_file())):
         toml = sub / "interop.toml"
-        table = _read(toml, "model settings", root=sub)
+        table = _read(toml, "model settings", root=sub) if toml.is_file() else {}
         _model_folder_rules(table, toml)
+        if "model" not in table and (sub / "config.json").is_file():
+            table["model"] = "."  # the folder is the model (sources/hf_folder.py)
         if "model" not in table:
             found = sorted(p.name for p in sub.iterdir() if p.suffix in MODEL_SUFFIXES)
             if len(found) != 1:

@@ -40,6 +40,7 @@ FOLDER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "toke
                 "tokenizer.model", "chat_template.jinja", "preprocessor_config.json")
 """The files a consumer of the ONNX folder reads beside the model (Optimum, onnxruntime-genai)."""
 
+PROBS = "classLabelProbs"  # stages/preprocess.PROBS (a layer above: not imported)
 BATCH = {"name": "batch_size", "min": 1, "max": 8}
 EXAMPLE_BATCH, EXAMPLE_SEQUENCE, MAX_SEQUENCE = 2, 16, 512
 
@@ -159,6 +160,21 @@ def check_remote_code(config: dict[str, Any], folder: Path, trust: bool) -> None
                                  "loading it runs that code, so it was not loaded", hint=boundary.TRUST_HINT)
 
 
+SUPPORTED = ("decoder-only causal LMs (text generation), and encoders (text, image, audio input_values) with a "
+             "sequence/token/image/audio classification, masked-LM or question-answering head or none")
+
+
+def check_supported(config: dict[str, Any], folder: Path) -> None:
+    """An encoder-decoder (Whisper, T5, BART, ...) is refused in one line naming what is built."""
+    from interop import trust as boundary
+
+    if config.get("is_encoder_decoder"):
+        kind = str(config.get("model_type") or "encoder-decoder")
+        raise LoadError(f"{boundary.shown(folder)} is an encoder-decoder model ({boundary.shown(kind)}), which interop "
+                        f"does not build from a folder; it builds {SUPPORTED}",
+                        hint="export one half with a MODULE:FN factory returning it (e.g. model.get_encoder()) and --trust")
+
+
 def task_of(architecture: str) -> tuple[str, list[str] | None, bool]:
     for suffix, task, outputs, labelled in TASKS:
         if architecture.endswith(suffix):
@@ -183,6 +199,7 @@ def load_folder(folder: Path, trust: bool) -> Any:
 
     config_data = read_json(folder / CONFIG, "config.json")
     check_remote_code(config_data, folder, trust)
+    check_supported(config_data, folder)
     files = weight_files(folder)
     check_pickles(files, trust)
     model = _instantiate(folder, config_data, trust)
@@ -191,16 +208,28 @@ def load_folder(folder: Path, trust: bool) -> Any:
     fmt = "huggingface-remote-code" if config_data.get("auto_map") else "huggingface"
     source = Source(model, fmt, os.path.abspath(folder), folder_sha256(folder, files))
     source.folder_files = _companion_files(folder)  # type: ignore[attr-defined]
+    from interop.sources.hf_ship import card_metadata
+
+    source.card = card_metadata(folder, config_data)  # type: ignore[attr-defined]  # license, description
     source.hf_task = task  # type: ignore[attr-defined]
     if task == "text-generation":
         from interop.sources.torch_files import forward_names
 
         source.forward_names = forward_names(model)
+        source.as_single_shot = lambda: _single_shot(source, model, folder)  # type: ignore[attr-defined]
         return source
     hints, names = _hints(model, folder, outputs, labelled)
     source.module = NamedIO(model, names, hints["outputs"]).eval()
     source.hints, source.forward_names = hints, names
     return source
+
+
+def _single_shot(source: Any, model: Any, folder: Path) -> None:
+    """A causal LM built as one forward (``--task default``): ``input_ids``, ``attention_mask`` in,
+    ``logits`` out, no cache (Optimum's ``ORTModelForCausalLM(use_cache=False)`` form)."""
+    hints, names = _hints(model, folder, ["logits"], False)
+    source.module = NamedIO(model, names, ["logits"], use_cache=False).eval()
+    source.hints, source.forward_names = hints, names
 
 
 def _companion_files(folder: Path) -> list[Path]:
@@ -372,29 +401,36 @@ def _named_io_class() -> type:
     class NamedIO(torch.nn.Module):
         """A transformers model called with keyword inputs, returning its named outputs as a tuple."""
 
-        def __init__(self, model: Any, inputs: list[str], outputs: list[str]):
+        def __init__(self, model: Any, inputs: list[str], outputs: list[str], **options: Any):
             super().__init__()
             self.model, self.input_names, self.output_names = model, list(inputs), list(outputs)
-            self.config = model.config
+            self.config, self.options = model.config, options
 
         def forward(self, *args: Any) -> tuple:
-            out = self.model(**dict(zip(self.input_names, args)), return_dict=True)
+            out = self.model(**dict(zip(self.input_names, args)), return_dict=True, **self.options)
             return tuple(out[n] for n in self.output_names)
 
     return NamedIO
 
 
-def NamedIO(model: Any, inputs: list[str], outputs: list[str]) -> Any:  # noqa: N802 (a class made on use: torch loads late)
-    return _named_io_class()(model, inputs, outputs)
+def NamedIO(model: Any, inputs: list[str], outputs: list[str], **options: Any) -> Any:  # noqa: N802 (made on use: torch loads late)
+    return _named_io_class()(model, inputs, outputs, **options)
 
 
 def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, target: str = "onnx") -> None:
     """Copy the folder's config, tokenizer and processor files into the work folder as companions
     of the ONNX artifact, so the output folder loads in Optimum / onnxruntime-genai as it is (not
-    when the output folder is the model folder itself: they are there already)."""
+    when the output folder is the model folder itself: they are there already); a labelled
+    classifier's ONNX model also outputs ``logits`` (sources/hf_ship.py)."""
+    from interop.sources import hf_ship
+
     files = getattr(source, "folder_files", None)
     if not files or target not in report.companions:
         return
+    onnx_path = report.artifacts.get(target)
+    if target == "onnx" and onnx_path is not None and hf_ship.expose_logits(Path(onnx_path)):
+        report.data["targets"]["onnx"].setdefault("notes", []).append(
+            "output 'logits' added (the input of the softmax making classLabelProbs), as Optimum reads it")
     try:
         if out_folder.resolve() == Path(source.path).resolve():
             return
@@ -403,6 +439,8 @@ def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, ta
     for path in files:
         copy = work / path.name
         shutil.copyfile(path, copy)
+        if path.name == PREPROCESSOR and (getattr(source, "hints", None) or {}).get("image"):
+            hf_ship.unfold_processor(copy)  # rescale/normalise run inside the model
         report.companions[target].append(copy)
 
 

@@ -43,6 +43,8 @@ def front_end(config: Any, kind: Any, spec: InputSpec | None = None, noise: Any 
     task = tasks.get(tasks.DEFAULT) if single_shot else tasks.for_build(config, source)
     if task.own_build:
         return Front(source, task)
+    if hasattr(source, "as_single_shot"):  # a causal LM folder built as one forward (sources/hf_folder.py)
+        source.as_single_shot()
     if spec is None:
         from interop.stages.resolve import resolve_spec
 

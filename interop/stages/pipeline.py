@@ -137,7 +137,9 @@ def _raise_if_out_of_room(message: str) -> None:
 
 
 def metadata(config: BuildConfig, source: Source, spec: InputSpec, prep: Prepared) -> dict[str, Any]:
-    return {"author": config.author, "license": config.license, "description": config.description,
+    card = getattr(source, "card", None) or {}  # a model folder's model card (sources/hf_ship.py)
+    return {"author": config.author, "license": config.license or card.get("license"),
+            "description": config.description or card.get("description"),
             "version": config.version, "interop.version": __version__, "interop.source_sha256": source.sha256,
             "interop.source": Path(source.path).name, "interop.spec": spec.to_json(), "interop.labels": prep.labels,
             "interop.image": prep.image.to_json() if prep.image else None}
