@@ -130,8 +130,9 @@ def _precision(config: Any, model: Any, path: Path, entry: dict, entries: list[d
     from .precision import attribute, repair
 
     entry["precision_mode"] = config.precision
-    if attribute(entry, entries, path, prompt, ref) == "fp16-precision" and config.precision == "auto":
-        return repair(config, model, path, entry, entries, prompt, ref)
+    found = attribute(entry, entries, path, prompt, ref, model, config.max_context)
+    if found.cause == "fp16-precision" and config.precision == "auto":
+        return repair(config, model, path, entry, entries, prompt, ref, found.errors)
     return entries
 
 
