@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from interop.targets.coreml.precision import Attempt, OpError, fp32_share, op_errors, search
+from interop.targets.coreml.precision import Attempt, OpError, fp32_share, op_errors, package_bytes, search
 
 from .check import compare_generation
 from .runs import stateful_run, stateless_prefill, stateless_run, weights_kept_widened
@@ -280,6 +280,7 @@ def repair(config: Any, model: Any, path: Path, entry: dict[str, Any], entries: 
                          + ("" if stateful else ": build with --precision fp32"))
         return entries
     trial, got = islands.chosen.payload
+    entry["fp32_islands"]["bytes"] = {"fp16": package_bytes(path), "islands": package_bytes(trial)}
     shutil.rmtree(path)
     shutil.move(str(trial), str(path))
     shutil.rmtree(trial.parent, ignore_errors=True)
