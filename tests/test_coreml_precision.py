@@ -212,7 +212,6 @@ def test_generation_wrong_translation_is_conversion_with_its_op_not_precision(tm
     assert _mil_row(report)["cause"] == "conversion" and "cause conversion" in _mil_row(report)["note"]
 
 
-@pytest.mark.slow
 def test_generation_capture_difference_is_capture_not_precision(tmp_path):
     """Gemma 2 with a sliding window shorter than the generation: the cache wrapper's full causal
     mask attends beyond the window; the traced program, run in PyTorch, differs already."""
@@ -254,3 +253,24 @@ def test_check_hints_precision_auto_for_a_predicted_fp16_overflow():
     assert not auto["would_fail"] and "fp32 islands" in auto["hints"][0]
     fp32 = check_model(BuildConfig(precision="fp32", **model))
     assert "hints" not in fp32
+
+
+def test_verify_of_a_generation_report_attributes_a_disagreement(tmp_path, request):
+    """`interop verify`: a shipped stateful package replaced by one a broken converter wrote gets
+    cause conversion naming its op (the build's own cause keys are not carried over)."""
+    import shutil
+
+    from interop.commands.verify import verify_report
+    from interop.generation.export import convert_coreml
+    from tests.generation_models import tiny_llama
+
+    report = build(BuildConfig(model="tests.generation_models:tiny_llama", task="text-generation", targets=["coreml"],
+                               max_context=16, decode_steps=4, out=str(tmp_path)))
+    assert report.passed
+    package = Path(report.data["targets"]["coreml"]["path"])
+    request.getfixturevalue("broken_silu")
+    shutil.rmtree(package)
+    convert_coreml(tiny_llama(), package, 16, "fp16")
+    replay = verify_report(str(tmp_path / "tiny_llama.report.json"), trust=True)
+    coreml = replay.data["targets"]["coreml"]
+    assert not replay.passed and coreml["cause"] == "conversion" and coreml["cause_op"].startswith("sigmoid ")

@@ -235,6 +235,14 @@ def verify_generation(old: dict[str, Any], config: Any) -> Report:
         from interop.trust import check_artifact
 
         check_artifact(Path(entry["path"]))  # a FIFO or a package linking out: refused, never opened
-        report.data["generation"].extend(verify_artifact(name, Path(entry["path"]), source.module, prompt, ref, config))
+        entries = verify_artifact(name, Path(entry["path"]), source.module, prompt, ref, config)
+        if name == "coreml":  # a disagreement's cause, as at build time (no islands: verify changes nothing)
+            from .precision import CAUSE_KEYS, attribute
+
+            if any(e["passed"] is False for e in entries):  # this run's cause, not the build's
+                for key in CAUSE_KEYS:
+                    entry.pop(key, None)
+            attribute(entry, entries, Path(entry["path"]), prompt, ref, source.module, config.max_context)
+        report.data["generation"].extend(entries)
     finish(report)
     return report

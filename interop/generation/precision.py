@@ -30,6 +30,10 @@ from .runs import stateful_run, stateless_prefill, stateless_run, weights_kept_w
 from .wrappers import cache_geometry, causal_mask, io_names
 
 
+CAUSE_KEYS = ("cause", "cause_op", "fp32_rel_l2", "fp32_generation", "captured_generation", "capture_difference",
+              "hint")
+
+
 @dataclass
 class Attribution:
     """The cause found (None: the package agreed, or the evidence could not be had) and the
