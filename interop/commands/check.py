@@ -67,9 +67,9 @@ def _onnx_source_check(source: Any, prep: Any, chosen: list[Any], result: dict[s
 def _fp16_check(result: dict[str, Any], prep: Any, spec: Any, config: BuildConfig, chosen: list[str]) -> None:
     """An intermediate value beyond fp16's range: at --precision fp16 Core ML disagrees (blocked);
     at auto the build keeps those ops in fp32 (a hint, not a block). The hint is the build's own
-    (targets/coreml/cause.overflow_hint)."""
+    (stages/preflight.overflow_hint)."""
     from interop.stages.preflight import fp16_overflow
-    from interop.targets.coreml.cause import overflow_hint
+    from interop.stages.preflight import overflow_hint
 
     if "coreml" not in chosen or config.precision not in ("fp16", "auto") or prep.module is None:
         return

@@ -110,16 +110,6 @@ def first_conversion_op(path: Path, feed: dict[str, Any], module: Any, sample: d
 
 
 
-def overflow_hint(where: str, precision: str) -> str:
-    """What to do about values beyond fp16's range at ``where`` (an op, a module path), for a build
-    at ``precision`` (the build's failed agreement and ``interop check`` say the same)."""
-    if precision == "auto":
-        return (f"fp16 overflow likely at {where}: --precision auto keeps the ops that overflow in fp32 "
-                "(fp32 islands)")
-    return (f"fp16 overflow likely at {where}: build with --precision auto (fp32 islands for the ops that "
-            "overflow) or --precision fp32")
-
-
 def hint(cause: Cause) -> str | None:
     """What to do about a cause (capture keeps the capture check's own wording)."""
     if cause.cause == "fp16-precision":

@@ -401,7 +401,7 @@ class CoremlTarget(Target):
             entry["departure"] = where.removeprefix("; ")
             bad.note = f"{bad.note}{where}"
         if result.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
-            from interop.targets.coreml.cause import overflow_hint
+            from interop.stages.preflight import overflow_hint
 
             op = where.removeprefix("; ").split(":")[0] if where else "an op beyond fp16's range (65504)"
             entry["hint"] = overflow_hint(op, "fp16")
