@@ -403,7 +403,8 @@ class CoremlTarget(Target):
         if result.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
             from interop.stages.preflight import overflow_hint
 
-            op = where.removeprefix("; ").split(":")[0] if where else "an op beyond fp16's range (65504)"
+            op = (where.removeprefix("; ").split(":")[0].removeprefix("first departure at ")
+                  if where else "an op beyond fp16's range (65504)")
             entry["hint"] = overflow_hint(op, "fp16")
             bad.note = f"{bad.note} — {entry['hint']}"
         elif cause is not None and cause.cause == "conversion" or (cause and cause.cause == "fp16-precision"
