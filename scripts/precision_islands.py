@@ -23,7 +23,7 @@ def _build(model: str, precision: str, out: Path):
 
 
 def _worst_abs(report) -> float:
-    rows = [g for g in report.data["generation"] if g.get("runtime") == "interop-mil"] or \
+    rows = [g for g in report.data.get("generation", []) if g.get("runtime") == "interop-mil"] or \
            [a for a in report.data["agreement"] if a["target"] == "coreml"]
     return max(float(r.get("worst_max_abs", r.get("max_abs")) or 0.0) for r in rows)
 
