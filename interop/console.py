@@ -145,4 +145,8 @@ def render_check(result: dict[str, Any]) -> None:
         console.print(f"[red]conversion: {conversion.get('problem')}[/]")
     for h in result["hazards"]:
         console.print(f"[red]trace hazard: {h}[/]")
+    from interop.support.escape import terminal
+
+    for h in result.get("hints") or []:
+        console.print(terminal(f"hint: {h}"), style="yellow", markup=False)
     console.print("[bold red]would fail[/]" if result["would_fail"] else "[bold green]no blocking problem found[/]")

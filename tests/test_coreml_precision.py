@@ -3,6 +3,8 @@ program in fp32 in the reference runtime, and ``--precision auto``: fp16 with fp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,154 @@ def test_stateful_generation_ships_fp16_with_fp32_islands_tokens_exact(tmp_path)
     islands = coreml["fp32_islands"]
     assert {"pow", "rsqrt"} <= set(islands["types"].values()) and islands["share"]["ops"] < 0.5
     assert coreml["states"] == ["key_cache", "value_cache"]
+
+
+# --- Gemma-family decoders, generation causes, the stateless fallback, check ------------------------
+
+def _generate(tmp_path, model: str, precision: str, **kw):
+    config = dict(task="text-generation", targets=["coreml"], max_context=16, decode_steps=4)
+    config.update(kw)
+    return build(BuildConfig(model=f"tests.fixtures.precision_models:{model}", out=str(tmp_path / precision),
+                             precision=precision, **config))
+
+
+def _mil_row(report):
+    return next(g for g in report.data["generation"] if g["runtime"] == "interop-mil")
+
+
+def _verified(report):
+    """`interop verify` of the shipped report: the repaired package passes again on its own."""
+    from interop.commands.verify import verify_report
+
+    stem = Path(report.data["targets"]["coreml"]["path"]).name.removesuffix(".mlpackage")
+    replay = verify_report(str(Path(report.data["targets"]["coreml"]["path"]).parent / f"{stem}.report.json"),
+                           trust=True)
+    return replay.passed and _mil_row(replay)["tokens_match"]
+
+
+def test_gemma_decoder_fp16_drifts_cause_names_the_norm_and_auto_repairs_it(tmp_path):
+    """A tiny Gemma whose scaled embedding (x sqrt(hidden)) overflows the input RMSNorm's squares:
+    the fp16 program flips every token; the cause is fp16 precision at the norm's pow; auto keeps
+    the norms' pow / reduce_mean in fp32, passes tokens exact at the unchanged tolerance, and the
+    shipped package verifies."""
+    report = _generate(tmp_path, "tiny_loud_gemma", "auto")
+    coreml = report.data["targets"]["coreml"]
+    assert report.passed, coreml
+    assert coreml["cause"] == "fp16-precision" and coreml["cause_op"].startswith("pow ")
+    islands = coreml["fp32_islands"]
+    assert islands["rel_l2_before"] >= 0.5 and islands["rel_l2_after"] < 1e-2  # fp16 was no near miss
+    assert {"pow", "reduce_mean"} <= set(islands["types"].values()) and islands["share"]["ops"] < 0.5
+    row = _mil_row(report)
+    assert row["tokens_match"] and row["tolerance"]["rel_l2"] == 1e-2
+    assert report.data["generation_prompt"]["min_relative_margin"] > 0.1  # logits far from uniform
+    assert _verified(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["loud_gemma", "loud_gemma2", "loud_gemma3"])
+def test_gemma_family_fp16_refused_auto_ships_islands(tmp_path, model):
+    """Gemma (scaled table), Gemma 2 (soft-capping, four norms a layer) and Gemma 3 (q/k norms),
+    residual streams beyond fp16's range: pure fp16 is refused with cause fp16-precision naming
+    the op; auto passes tokens exact at the same tolerance and verifies."""
+    fp16 = _generate(tmp_path, model, "fp16", max_context=48, decode_steps=16)
+    coreml = fp16.data["targets"]["coreml"]
+    assert not fp16.passed and coreml["cause"] == "fp16-precision" and coreml["cause_op"]
+    report = _generate(tmp_path, model, "auto", max_context=48, decode_steps=16)
+    coreml = report.data["targets"]["coreml"]
+    assert report.passed, coreml
+    row = _mil_row(report)
+    assert row["tokens_match"] and row["tolerance"] == _mil_row(fp16)["tolerance"]
+    assert coreml["fp32_ops"] and coreml["fp32_islands"]["share"]["ops"] < 0.5
+    assert _verified(report)
+
+
+@pytest.fixture
+def broken_silu():
+    """A deliberately wrong Core ML translation of aten::silu (sigmoid instead)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    def silu(context, node):
+        context.add(mb.sigmoid(x=_get_inputs(context, node)[0], name=node.name))
+
+    mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
+    old = mapping["silu"]
+    mapping["silu"] = silu
+    yield
+    mapping["silu"] = old
+
+
+def test_generation_wrong_translation_is_conversion_with_its_op_not_precision(tmp_path, broken_silu):
+    report = build(BuildConfig(model="tests.generation_models:tiny_llama", task="text-generation", targets=["coreml"],
+                               max_context=16, decode_steps=4, out=str(tmp_path), precision="auto"))
+    coreml = report.data["targets"]["coreml"]
+    assert not report.passed and coreml["status"] == "disagrees"
+    assert coreml["fp32_generation"]["passed"] is False and coreml["captured_generation"]["passed"] is True
+    assert coreml["cause"] == "conversion" and coreml["cause_op"].startswith("sigmoid ")
+    assert "fp32_islands" not in coreml and "--targets onnx" in coreml["hint"]
+    assert _mil_row(report)["cause"] == "conversion" and "cause conversion" in _mil_row(report)["note"]
+
+
+def test_generation_capture_difference_is_capture_not_precision(tmp_path):
+    """Gemma 2 with a sliding window shorter than the generation: the cache wrapper's full causal
+    mask attends beyond the window; the traced program, run in PyTorch, differs already."""
+    report = _generate(tmp_path, "sliding_gemma2", "fp32", max_context=24, decode_steps=8)
+    coreml = report.data["targets"]["coreml"]
+    assert not report.passed and coreml["cause"] == "capture"
+    assert coreml["captured_generation"]["passed"] is False and "torch.jit.trace" in coreml["capture_difference"]
+
+
+def test_stateless_fallback_gets_fp32_islands_too(tmp_path, monkeypatch):
+    from interop.errors import ExportError
+    from interop.generation import export
+
+    def refuse(*args, **kwargs):
+        raise ExportError("the stateful Core ML conversion failed: (simulated)")
+
+    monkeypatch.setattr(export, "convert_coreml", refuse)
+    fp16 = _generate(tmp_path, "tiny_loud_gemma", "fp16")
+    assert not fp16.passed and fp16.data["targets"]["coreml"]["cause"] == "fp16-precision"
+    report = _generate(tmp_path, "tiny_loud_gemma", "auto")
+    coreml = report.data["targets"]["coreml"]
+    assert report.passed, coreml
+    assert coreml["cache"] == "past/present" and coreml["fp32_ops"] and coreml["fp32_islands"]["passed"]
+    assert _mil_row(report)["tokens_match"]
+    from interop.runtimes import mil
+
+    loaded = mil.load_model(coreml["path"])
+    assert not loaded.is_stateful() and "pow" in coreml["fp32_islands"]["types"].values()
+
+
+def test_check_hints_precision_auto_for_a_predicted_fp16_overflow():
+    from interop.commands.check import check_model
+
+    model = dict(model="tests.fixtures.models:explodes", inputs=["x:2x4:float32:1..3"], targets=["coreml"])
+    fp16 = check_model(BuildConfig(precision="fp16", **model))
+    assert fp16["would_fail"] and fp16["hints"] == [fp16["fp16_overflow"]["hint"]]
+    assert "fp16 overflow likely at aten::mul" in fp16["hints"][0] and "--precision auto" in fp16["hints"][0]
+    auto = check_model(BuildConfig(precision="auto", **model))
+    assert not auto["would_fail"] and "fp32 islands" in auto["hints"][0]
+    fp32 = check_model(BuildConfig(precision="fp32", **model))
+    assert "hints" not in fp32
+
+
+def test_verify_of_a_generation_report_attributes_a_disagreement(tmp_path, request):
+    """`interop verify`: a shipped stateful package replaced by one a broken converter wrote gets
+    cause conversion naming its op (the build's own cause keys are not carried over)."""
+    import shutil
+
+    from interop.commands.verify import verify_report
+    from interop.generation.export import convert_coreml
+    from tests.generation_models import tiny_llama
+
+    report = build(BuildConfig(model="tests.generation_models:tiny_llama", task="text-generation", targets=["coreml"],
+                               max_context=16, decode_steps=4, out=str(tmp_path)))
+    assert report.passed
+    package = Path(report.data["targets"]["coreml"]["path"])
+    request.getfixturevalue("broken_silu")
+    shutil.rmtree(package)
+    convert_coreml(tiny_llama(), package, 16, "fp16")
+    replay = verify_report(str(tmp_path / "tiny_llama.report.json"), trust=True)
+    coreml = replay.data["targets"]["coreml"]
+    assert not replay.passed and coreml["cause"] == "conversion" and coreml["cause_op"].startswith("sigmoid ")

@@ -65,16 +65,23 @@ def _onnx_source_check(source: Any, prep: Any, chosen: list[Any], result: dict[s
 
 
 def _fp16_check(result: dict[str, Any], prep: Any, spec: Any, config: BuildConfig, chosen: list[str]) -> None:
-    """At --precision fp16, an intermediate value beyond fp16's range makes Core ML disagree."""
+    """An intermediate value beyond fp16's range: at --precision fp16 Core ML disagrees (blocked);
+    at auto the build keeps those ops in fp32 (a hint, not a block). The hint is the build's own
+    (stages/preflight.overflow_hint)."""
     from interop.stages.preflight import fp16_overflow
+    from interop.stages.preflight import overflow_hint
 
-    if "coreml" not in chosen or config.precision != "fp16" or prep.module is None:
+    if "coreml" not in chosen or config.precision not in ("fp16", "auto") or prep.module is None:
         return
     where = fp16_overflow(prep.module, prep.ref.samples["example"][0], spec.names())
     if where:
         op, path, value = where
-        result["fp16_overflow"] = {"op": op, "where": path, "max_abs": value}
+        hint = overflow_hint(f"{op} in {path}", config.precision)
+        result["fp16_overflow"] = {"op": op, "where": path, "max_abs": value, "hint": hint}
+        result.setdefault("hints", []).append(hint)
+        if config.precision == "auto":
+            return
         result["ops"].append({"op": op, "where": [path], "onnx": "ok",
                               "coreml": f"overflows fp16 (max |value| {value:.3g} > 65504): Core ML at --precision "
-                                        f"fp16 gives Inf here — build with --precision fp32"})
+                                        f"fp16 gives Inf here — build with --precision auto or fp32"})
         result["blocked_targets"] = sorted(set(result.get("blocked_targets", [])) | {"coreml"})

@@ -130,8 +130,9 @@ def _precision(config: Any, model: Any, path: Path, entry: dict, entries: list[d
     from .precision import attribute, repair
 
     entry["precision_mode"] = config.precision
-    if attribute(entry, entries, path, prompt, ref) == "fp16-precision" and config.precision == "auto":
-        return repair(config, model, path, entry, entries, prompt, ref)
+    found = attribute(entry, entries, path, prompt, ref, model, config.max_context)
+    if found.cause == "fp16-precision" and config.precision == "auto":
+        return repair(config, model, path, entry, entries, prompt, ref, found.errors)
     return entries
 
 
@@ -234,6 +235,14 @@ def verify_generation(old: dict[str, Any], config: Any) -> Report:
         from interop.trust import check_artifact
 
         check_artifact(Path(entry["path"]))  # a FIFO or a package linking out: refused, never opened
-        report.data["generation"].extend(verify_artifact(name, Path(entry["path"]), source.module, prompt, ref, config))
+        entries = verify_artifact(name, Path(entry["path"]), source.module, prompt, ref, config)
+        if name == "coreml":  # a disagreement's cause, as at build time (no islands: verify changes nothing)
+            from .precision import CAUSE_KEYS, attribute
+
+            if any(e["passed"] is False for e in entries):  # this run's cause, not the build's
+                for key in CAUSE_KEYS:
+                    entry.pop(key, None)
+            attribute(entry, entries, Path(entry["path"]), prompt, ref, source.module, config.max_context)
+        report.data["generation"].extend(entries)
     finish(report)
     return report

@@ -120,18 +120,12 @@ def convert_coreml(model: Any, path: Path, max_context: int, precision: str,
                    write_offset: int = 0, fp32_ops: Any = ()) -> dict[str, Any]:
     """Write the stateful (iOS18) Core ML package to ``path``; returns its report entry. ``fp32_ops``:
     ops kept in fp32 in an fp16 package (generation/precision.py)."""
-    import torch
-
     from interop.targets.coreml.precision import compute_precision
 
     precision = compute_precision(precision)
 
-    wrapper = StatefulLM(model, max_context, write_offset=write_offset).eval()
-    ids = torch.zeros(1, TRACE_QUERY, dtype=torch.int64)
-    mask = torch.from_numpy(causal_mask(TRACE_PAST, TRACE_QUERY))
     try:
-        with torch.no_grad():
-            traced = torch.jit.trace(wrapper, (ids, mask), check_trace=False)
+        wrapper, traced = trace_stateful(model, max_context, write_offset)
         mlmodel = _convert(traced, wrapper, max_context, precision, fp32_ops)
         mlmodel.save(str(path))
     except Exception as exc:
@@ -140,6 +134,37 @@ def convert_coreml(model: Any, path: Path, max_context: int, precision: str,
     return {"capture": "torch.jit.trace", "cache": "states", "precision": precision, "deployment_target": "iOS18",
             "max_context": max_context, "states": ["key_cache", "value_cache"],
             "state_shape": list(wrapper.key_cache.shape)}
+
+
+def trace_stateful(model: Any, max_context: int, write_offset: int = 0) -> tuple[StatefulLM, Any]:
+    """The stateful wrapper and its torch.jit.trace (what the Core ML conversion reads)."""
+    import torch
+
+    wrapper = StatefulLM(model, max_context, write_offset=write_offset).eval()
+    ids = torch.zeros(1, TRACE_QUERY, dtype=torch.int64)
+    mask = torch.from_numpy(causal_mask(TRACE_PAST, TRACE_QUERY))
+    with torch.no_grad():
+        return wrapper, torch.jit.trace(wrapper, (ids, mask), check_trace=False)
+
+
+def stateless_example(model: Any) -> tuple:
+    """The example past/present arguments the stateless form is traced at."""
+    import torch
+
+    geo = cache_geometry(model)
+    ins, _ = io_names(geo["layers"])
+    total = TRACE_PAST + TRACE_QUERY
+    return (torch.zeros(1, TRACE_QUERY, dtype=torch.int64), torch.ones(1, total, dtype=torch.int64),
+            torch.arange(TRACE_PAST, total).unsqueeze(0),
+            *[torch.zeros(1, geo["kv_heads"], TRACE_PAST, geo["head_dim"]) for _ in ins[3:]])
+
+
+def trace_stateless(model: Any) -> Any:
+    """The torch.jit.trace of the past/present wrapper (what the stateless conversion reads)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.jit.trace(PastPresentLM(model).eval(), stateless_example(model), check_trace=False)
 
 
 def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str, fp32_ops: Any = ()) -> Any:
@@ -163,24 +188,21 @@ def _convert(traced: Any, wrapper: StatefulLM, max_context: int, precision: str,
             skip_model_load=True)
 
 
-def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision: str) -> dict[str, Any]:
+def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision: str,
+                             fp32_ops: Any = ()) -> dict[str, Any]:
     """The fallback Core ML form (iOS17) for a model that cannot be made stateful: the ONNX model's
     past/present interface, names with ``_`` for ``.`` (``past_key_values_0_key``,
     ``present_0_key``), past length 1..max_context -- the prefill gets a 1-long past masked out by
-    a 0 in front of its ``attention_mask``."""
+    a 0 in front of its ``attention_mask``. ``fp32_ops``: ops kept in fp32 in an fp16 package."""
     import coremltools as ct
     import numpy as np
-    import torch
 
-    from interop.targets.coreml.precision import compute_precision
+    from interop.targets.coreml.precision import compute_precision, coreml_compute_precision
 
     precision = compute_precision(precision)
     geo = cache_geometry(model)
     ins, outs = io_names(geo["layers"])
     total = TRACE_PAST + TRACE_QUERY
-    args = (torch.zeros(1, TRACE_QUERY, dtype=torch.int64), torch.ones(1, total, dtype=torch.int64),
-            torch.arange(TRACE_PAST, total).unsqueeze(0),
-            *[torch.zeros(1, geo["kv_heads"], TRACE_PAST, geo["head_dim"]) for _ in ins[3:]])
     query = ct.RangeDim(1, max_context, default=TRACE_QUERY)
     dtype = np.float16 if precision == "fp16" else np.float32
     inputs = [ct.TensorType(name="input_ids", shape=(1, query), dtype=np.int32),
@@ -190,12 +212,11 @@ def convert_coreml_stateless(model: Any, path: Path, max_context: int, precision
     inputs += [ct.TensorType(name=coreml_name(n), shape=(1, geo["kv_heads"], past, geo["head_dim"]), dtype=dtype)
                for n in ins[3:]]
     try:
-        with torch.no_grad():
-            traced = torch.jit.trace(PastPresentLM(model).eval(), args, check_trace=False)
+        traced = trace_stateless(model)
         with patches.applied(*patches.COREML_CONVERSION):
             mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=coreml_name(n), dtype=dtype) for n in outs],
                                  convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17, skip_model_load=True,
-                                 compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+                                 compute_precision=coreml_compute_precision(precision, fp32_ops))
         mlmodel.save(str(path))
     except Exception as exc:
         raise ExportError(f"the stateless Core ML conversion failed too: {first_line(exc)}",

@@ -109,17 +109,23 @@ def weights_kept_widened(package: Path) -> Iterator[None]:
         CONSTANT_CACHE.clear()
 
 
-def stateless_run(predict: Any, layers: int, kv_heads: int, head_dim: int, prompt: np.ndarray,
-                  tokens: np.ndarray, dtype: Any) -> list:
-    """Teacher-forced generation with the stateless (past/present) Core ML form: the prefill gets
-    a 1-long zero past that its attention mask hides; then present is fed back as past."""
+def stateless_prefill(layers: int, kv_heads: int, head_dim: int, prompt: np.ndarray, dtype: Any) -> dict:
+    """The stateless form's prefill feeds: the prompt after a 1-long zero past its mask hides."""
     from .export import coreml_name
 
     past = {coreml_name(f"past_key_values.{i}.{kind}"): np.zeros((1, kv_heads, 1, head_dim), dtype)
             for i in range(layers) for kind in ("key", "value")}
     length = prompt.shape[1]
-    feeds = {"input_ids": prompt.astype(np.int32), "attention_mask": np.array([[0] + [1] * length], np.int32),
-             "position_ids": np.arange(length, dtype=np.int32)[None], **past}
+    return {"input_ids": prompt.astype(np.int32), "attention_mask": np.array([[0] + [1] * length], np.int32),
+            "position_ids": np.arange(length, dtype=np.int32)[None], **past}
+
+
+def stateless_run(predict: Any, layers: int, kv_heads: int, head_dim: int, prompt: np.ndarray,
+                  tokens: np.ndarray, dtype: Any) -> list:
+    """Teacher-forced generation with the stateless (past/present) Core ML form: the prefill gets
+    a 1-long zero past that its attention mask hides; then present is fed back as past."""
+    feeds = stateless_prefill(layers, kv_heads, head_dim, prompt, dtype)
+    past = [n for n in feeds if n.startswith("past_key_values_")]
     logits = []
     for step in range(len(tokens)):
         out = predict(feeds)

@@ -66,7 +66,7 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str,
             got = stateful_run(lambda feeds, state: loaded.predict(feeds, state=state), loaded.make_state,
                                prompt, tokens, mask_dtype)
         else:
-            got = _stateless(loaded.predict, loaded, prompt, tokens, mask_dtype)
+            got = stateless_package_run(loaded.predict, loaded, prompt, tokens, mask_dtype)
     # Core ML states are fp16 only: the stateful form is held to fp16 tolerances at any --precision
     held_to = "fp16" if loaded.is_stateful() else precision
     entries = [compare("coreml", "interop-mil", "prompt", tokens, logits, got, held_to)]
@@ -81,16 +81,21 @@ def verify_coreml(path: Path, prompt: np.ndarray, ref: tuple, precision: str,
             got = stateful_run(lambda feeds, state: ml.predict(feeds, state=state), ml.make_state,
                                prompt, tokens, mask_dtype)
         else:
-            got = _stateless(ml.predict, loaded, prompt, tokens, mask_dtype)
+            got = stateless_package_run(ml.predict, loaded, prompt, tokens, mask_dtype)
         entries.append(compare("coreml", "coreml", "prompt", tokens, logits, got, held_to))
     except Exception as exc:  # Core ML refused to load or predict: say so, never a pass
         entries.append(not_executed("coreml", "coreml", f"{type(exc).__name__}: {exc}"[:300]))
     return entries
 
 
-def _stateless(predict: Any, loaded: Any, prompt: np.ndarray, tokens: np.ndarray, dtype: Any) -> list:
+def stateless_package_run(predict: Any, loaded: Any, prompt: np.ndarray, tokens: np.ndarray, dtype: Any) -> list:
     """The stateless form's run; its cache geometry read from the package's first past input."""
+    return stateless_run(predict, *stateless_geometry(loaded), prompt, tokens, dtype)
+
+
+def stateless_geometry(loaded: Any) -> tuple[int, int, int]:
+    """(layers, kv_heads, head_dim) of a stateless package, from its first past input."""
     main = loaded.program.functions["main"]
     pasts = [n for n in main.inputs if n.startswith("past_key_values_")]
     shape = main.inputs[pasts[0]].shape
-    return stateless_run(predict, len(pasts) // 2, int(shape[1]), int(shape[3]), prompt, tokens, dtype)
+    return len(pasts) // 2, int(shape[1]), int(shape[3])

@@ -219,6 +219,16 @@ def fail_on_hazards(hazards: list[Hazard]) -> None:
 FP16_MAX = 65504.0
 
 
+def overflow_hint(where: str, precision: str) -> str:
+    """What to do about values beyond fp16's range at ``where`` (an op, a module path), for a build
+    at ``precision`` (the build's failed agreement and ``interop check`` say the same)."""
+    if precision == "auto":
+        return (f"fp16 overflow likely at {where}: --precision auto keeps the ops that overflow in fp32 "
+                "(fp32 islands)")
+    return (f"fp16 overflow likely at {where}: build with --precision auto (fp32 islands for the ops that "
+            "overflow) or --precision fp32")
+
+
 def fp16_overflow(module: Any, sample: dict[str, Any], names: list[str]) -> tuple[str, str, float] | None:
     """The first op (in execution order) of an eager run whose float output holds a finite value
     beyond fp16's range -- at ``--precision fp16`` Core ML turns it into Inf: (aten op, module

@@ -74,15 +74,17 @@ def classify(fp32_ok: bool, fp32_rel: float, capture_differs: bool) -> Cause:
 
 
 def first_conversion_op(path: Path, feed: dict[str, Any], module: Any, sample: dict[str, np.ndarray],
-                        names: list[str], rel_l2: float = 1e-2) -> str | None:
+                        names: list[str], rel_l2: float = 1e-2, stateful: bool = False) -> str | None:
     """The first MIL op, in program order, that computes what PyTorch computes wrongly: after the
     last op whose fp32 value matches a PyTorch layer's output, the first op producing a value of
-    the shape of the next layer's output (which matches nothing). ``"<type> <name>"``, or None."""
+    the shape of the next layer's output (which matches nothing). ``"<type> <name>"``, or None.
+    A ``stateful`` program runs from fresh (zero) states, as ``module``'s own buffers start."""
     from interop.runtimes import mil
     from interop.stages.localise import _module_outputs
 
     loaded = mil.load_model(path)
-    _, trace = loaded.predict(feed, intermediate=True, promote_fp16=True)
+    state = {"state": loaded.make_state()} if stateful else {}
+    _, trace = loaded.predict(feed, intermediate=True, promote_fp16=True, **state)
     torch_values = _module_outputs(module, sample, names)
     if not torch_values:
         return None

@@ -11,7 +11,7 @@ from typing import Any
 
 from interop.errors import InteropError
 from interop.support.quiet import captured
-from interop.targets.coreml.precision import Attempt, fp32_share, op_errors, search, worst
+from interop.targets.coreml.precision import Attempt, fp32_share, op_errors, package_bytes, search, worst
 
 _CAUSE_KEYS = ("cause", "fp32_rel_l2", "cause_op", "departure", "hint", "capture_difference")
 
@@ -67,6 +67,7 @@ def repair(target: Any, ctx: Any, opts: Any, result: Any, entry: dict[str, Any],
     entry.pop("hint", None)
     types = {e.name: e.op_type for e in errors}
     entry["fp32_islands"]["types"] = {op: types.get(op) for op in islands.chosen.fp32_ops}
+    entry["fp32_islands"]["bytes"] = {"fp16": package_bytes(result.path), "islands": package_bytes(built.path)}
     shutil.rmtree(result.path)
     shutil.move(str(built.path), str(result.path))
     shutil.rmtree(work, ignore_errors=True)

@@ -233,6 +233,13 @@ def search(errors: list[OpError], attempt: Callable[[list[str]], Attempt]) -> Is
     return result
 
 
+def package_bytes(path: Any) -> int:
+    """The bytes of a package folder's files (the fp16 package and the island one are compared)."""
+    from pathlib import Path
+
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
 def worst(rows: Iterable[Any]) -> float:
     """The worst rel_l2 among agreement rows (OutputDiff or their JSON)."""
     vals = [float(getattr(r, "rel_l2", r.get("rel_l2") if isinstance(r, dict) else 0.0)) for r in rows]

@@ -401,9 +401,11 @@ class CoremlTarget(Target):
             entry["departure"] = where.removeprefix("; ")
             bad.note = f"{bad.note}{where}"
         if result.precision == "fp16" and ("beyond fp16" in where or "NaN/Inf" in bad.note):
-            entry["hint"] = "values beyond fp16's range (65504): build with --precision fp32"
-            if ctx.config.precision != "auto":
-                entry["hint"] += " (or --precision auto: fp32 only for the ops that overflow)"
+            from interop.stages.preflight import overflow_hint
+
+            op = (where.removeprefix("; ").split(":")[0].removeprefix("first departure at ")
+                  if where else "an op beyond fp16's range (65504)")
+            entry["hint"] = overflow_hint(op, "fp16")
             bad.note = f"{bad.note} — {entry['hint']}"
         elif cause is not None and cause.cause == "conversion" or (cause and cause.cause == "fp16-precision"
                                                                    and ctx.config.precision != "auto"):
