@@ -24,7 +24,8 @@ TORCHSCRIPT_OPSETS = tuple(range(11, 18))
 DYNAMO_OPSETS = tuple(range(18, 24))
 
 
-_OPTION_TAGS = {"do_constant_folding": "nofold", "keep_initializers_as_inputs": "initinputs", "dynamic": "dyn"}
+_OPTION_TAGS = {"do_constant_folding": "nofold", "keep_initializers_as_inputs": "initinputs", "dynamic": "dyn",
+                "per_channel": "perchannel"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Item:
     """One foreign file: which model, which producer, which opset, which exporter options."""
 
     model: str
-    producer: str  # torchscript | dynamo | onnx.helper | qdq
+    producer: str  # torchscript | dynamo | onnx.helper | qdq (quantize_static) | qdyn (quantize_dynamic)
     opset: int
     options: tuple = ()
     fast: bool = False  # part of the fast test subset
@@ -45,7 +46,7 @@ class Item:
     @property
     def dynamic(self) -> bool:
         """Whether the file declares its batch axis dynamic."""
-        return self.producer in ("torchscript", "dynamo", "qdq") or dict(self.options).get("dynamic", False)
+        return self.producer in ("torchscript", "dynamo", "qdq", "qdyn") or dict(self.options).get("dynamic", False)
 
 
 # --- the models ------------------------------------------------------------------------------
@@ -165,7 +166,8 @@ def _dynamo(item: Item, path: Path, model: Model) -> None:
 
 
 def _qdq(item: Item, path: Path, model: Model) -> None:
-    """quantize_static (QDQ format, per-tensor int8) over a TorchScript export of the model."""
+    """quantize_static (QDQ format, int8, per tensor or with the per_channel option per channel)
+    over a TorchScript export of the model."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     float_path = path.with_name(path.stem + ".float.onnx")
@@ -181,7 +183,21 @@ def _qdq(item: Item, path: Path, model: Model) -> None:
 
     with _quiet():
         quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=False)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=dict(item.options).get("per_channel", False))
+    float_path.unlink()
+
+
+def _qdyn(item: Item, path: Path, model: Model) -> None:
+    """quantize_dynamic (int8 weights; DynamicQuantizeLinear + MatMulInteger / ConvInteger) over a
+    TorchScript export of the model."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = path.with_name(path.stem + ".float.onnx")
+    _torchscript(Item(item.model, "torchscript", item.opset), float_path, model)
+    with _quiet():
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8,
+                         per_channel=dict(item.options).get("per_channel", False))
     float_path.unlink()
 
 
@@ -290,6 +306,8 @@ def make(item: Item, folder: Path) -> Path:
         _dynamo(item, path, MODELS[item.model])
     elif item.producer == "qdq":
         _qdq(item, path, MODELS[item.model])
+    elif item.producer == "qdyn":
+        _qdyn(item, path, MODELS[item.model])
     else:
         raise KeyError(item.producer)
     return path
@@ -322,6 +340,12 @@ def _corpus() -> list[Item]:
     items.append(Item("identity-chain", "onnx.helper", 21))
     items.append(Item("cnn", "qdq", 17, fast=False))
     items.append(Item("mobilenet", "qdq", 17))
+    for model in ("cnn", "mobilenet"):
+        items.append(Item(model, "qdq", 17, (("per_channel", True),), fast=model == "cnn"))
+    items.append(Item("bert", "qdq", 17))
+    for model in ("cnn", "mobilenet", "bert", "vit", "lstm"):
+        items.append(Item(model, "qdyn", 17, fast=model == "cnn"))
+    items.append(Item("cnn", "qdyn", 17, (("per_channel", True),)))
     return items
 
 

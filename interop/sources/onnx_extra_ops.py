@@ -283,9 +283,10 @@ def register() -> None:
         if replace or key not in _CONVERTER_REGISTRY:
             _CONVERTER_REGISTRY[key] = converter
 
-    from interop.sources import onnx_resize
+    from interop.sources import onnx_quant, onnx_resize
 
     onnx_resize.register(add)
+    onnx_quant.register(add)
     for version in (7, 14, 22):
         add("LSTM", version, lambda n, g: _recurrent("LSTM", n, g))
         add("GRU", version, lambda n, g: _recurrent("GRU", n, g))
