@@ -47,6 +47,11 @@ VERSION_ALIASES: dict[tuple[str, int], int] = {
     ("AveragePool", 19): 11, ("Pad", 23): 13, ("Constant", 23): 13, ("Cast", 23): 13, ("Shape", 23): 15,
     ("Reshape", 23): 14, ("Identity", 23): 16, ("Squeeze", 23): 13, ("Unsqueeze", 23): 13,
     ("Transpose", 23): 13, ("Flatten", 23): 13, ("Size", 23): 13, ("ConstantOfShape", 23): 9,
+    # opset 22 re-issued these for bfloat16 only (Changelog: "22: type constraints extended")
+    ("Conv", 22): 11, ("ConvTranspose", 22): 11, ("MaxPool", 22): 12, ("AveragePool", 22): 11,
+    ("GlobalAveragePool", 22): 1, ("GlobalMaxPool", 22): 1, ("InstanceNormalization", 22): 6,
+    ("Dropout", 22): 13, ("Elu", 22): 6, ("Selu", 22): 6, ("HardSigmoid", 22): 6, ("Softplus", 22): 1,
+    ("Softsign", 22): 1, ("Mish", 22): 18, ("HardSwish", 22): 14,
 }
 # attribute or input that makes a later version compute something the aliased converter does not
 _NOT_ALIASED_WHEN = {
