@@ -105,7 +105,38 @@ def _import_onnx2torch() -> Any:
     from interop.sources import onnx_extra_ops
 
     onnx_extra_ops.register()
+    _name_nodes_in_errors()
     return onnx2torch
+
+
+class NodeConversionError(RuntimeError):
+    """A converter failed on one node: the message names it (op type and node name) first."""
+
+
+def _name_nodes_in_errors() -> None:
+    """Every registered converter re-raises its failure naming the ONNX node it was converting, so a
+    converter error that is not a missing op still says where (``Conv node '/conv/Conv': ...``)."""
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+
+    for key, convert in list(_CONVERTER_REGISTRY.items()):
+        if not getattr(convert, "_names_node", False):
+            _CONVERTER_REGISTRY[key] = _naming(convert)
+
+
+def _naming(convert: Any) -> Any:
+    def converter(node: Any, graph: Any) -> Any:
+        try:
+            return convert(node, graph)
+        except NodeConversionError:
+            raise
+        except Exception as exc:
+            proto = node.proto
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise NodeConversionError(f"{proto.op_type} node {proto.name or '(unnamed)'!r}: {type(exc).__name__}"
+                                      + (f": {text}" if text else "")) from exc
+
+    converter._names_node = True  # type: ignore[attr-defined]
+    return converter
 
 
 def _register_aliases() -> None:
