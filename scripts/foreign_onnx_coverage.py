@@ -10,6 +10,8 @@ then `interop build <file>.onnx`. Writes the "Foreign ONNX files" section of doc
     python scripts/foreign_onnx_coverage.py --before old.json --reuse new.json --only A B
         # a before/after table against an earlier run's --json; --reuse takes the results of
         # items not re-run from a run of the same code (the section says which were re-run)
+    python scripts/foreign_onnx_coverage.py --results after.json --reuse before.json --before before.json
+        # the section from finished runs' --json files, nothing built
 """
 
 from __future__ import annotations
@@ -152,12 +154,16 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--before", help="an earlier run's --json: adds the before/after table")
     parser.add_argument("--reuse", help="results (a --json of this code) for the items not in --only")
+    parser.add_argument("--results", help="a --json of a finished run: write the section from it, run nothing")
     args = parser.parse_args()
     names = args.only or [i.name for i in CORPUS]
     results: dict[str, dict[str, Any]] = {}
     reused = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
+    done = json.loads(Path(args.results).read_text()) if args.results else None
+    if done is not None:
+        names = [n for n in names if n in done] if args.only else list(done)
     for name in names:
-        results[name] = run(name)
+        results[name] = done[name] if done is not None else run(name)
         print(row(name, BY_NAME[name], results[name]), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))

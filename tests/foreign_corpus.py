@@ -345,7 +345,7 @@ def _corpus() -> list[Item]:
         items.append(Item(model, "qdq", 17, (("per_channel", True),), fast=model == "cnn"))
     items.append(Item("bert", "qdq", 17))
     for model in ("cnn", "mobilenet", "bert", "vit", "lstm"):
-        items.append(Item(model, "qdyn", 17, fast=model == "cnn"))
+        items.append(Item(model, "qdyn", 17))
     items.append(Item("cnn", "qdyn", 17, (("per_channel", True),)))
     return items
 
