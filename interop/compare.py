@@ -19,6 +19,9 @@ from interop.errors import SpecError
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"rel_l2": 1e-4, "max_rel": 1e-3},
     "fp16": {"rel_l2": 1e-2, "max_rel": 5e-2},
+    # a quantized ONNX graph (QDQ / integer ops) computed in float against ONNX Runtime's integer
+    # kernels: whole quantization steps differ where a rounding tie flips (MobileNetV2 QDQ: 4e-3)
+    "quantized": {"rel_l2": 1e-2, "max_rel": 5e-2},
 }
 DEGENERATE_SCALE = 1e-6  # a reference whose largest magnitude is below this proves nothing
 

@@ -2,7 +2,7 @@
 exporter (opsets 11-17, with and without constant folding, initializers as inputs), its dynamo
 exporter (opsets 18-23), graphs built with onnx.helper, and QDQ models from
 onnxruntime.quantization.quantize_static. Each item is made on demand into a folder
-(:func:`make`); tests/test_foreign_onnx.py builds a fast subset, scripts/foreign_onnx_coverage.py
+(:func:`make`); tests/test_foreign_corpus.py builds a fast subset (FAST), scripts/foreign_onnx_coverage.py
 the whole corpus (docs/coverage.md, "Foreign ONNX files").
 
 Models: a residual CNN, a MobileNetV2 (the seed's layout, narrow), the seed LSTM, a U-Net that
@@ -24,7 +24,8 @@ TORCHSCRIPT_OPSETS = tuple(range(11, 18))
 DYNAMO_OPSETS = tuple(range(18, 24))
 
 
-_OPTION_TAGS = {"do_constant_folding": "nofold", "keep_initializers_as_inputs": "initinputs", "dynamic": "dyn"}
+_OPTION_TAGS = {"do_constant_folding": "nofold", "keep_initializers_as_inputs": "initinputs", "dynamic": "dyn",
+                "per_channel": "perchannel"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Item:
     """One foreign file: which model, which producer, which opset, which exporter options."""
 
     model: str
-    producer: str  # torchscript | dynamo | onnx.helper | qdq
+    producer: str  # torchscript | dynamo | onnx.helper | qdq (quantize_static) | qdyn (quantize_dynamic)
     opset: int
     options: tuple = ()
     fast: bool = False  # part of the fast test subset
@@ -45,7 +46,7 @@ class Item:
     @property
     def dynamic(self) -> bool:
         """Whether the file declares its batch axis dynamic."""
-        return self.producer in ("torchscript", "dynamo", "qdq") or dict(self.options).get("dynamic", False)
+        return self.producer in ("torchscript", "dynamo", "qdq", "qdyn") or dict(self.options).get("dynamic", False)
 
 
 # --- the models ------------------------------------------------------------------------------
@@ -165,7 +166,8 @@ def _dynamo(item: Item, path: Path, model: Model) -> None:
 
 
 def _qdq(item: Item, path: Path, model: Model) -> None:
-    """quantize_static (QDQ format, per-tensor int8) over a TorchScript export of the model."""
+    """quantize_static (QDQ format, int8, per tensor or with the per_channel option per channel)
+    over a TorchScript export of the model."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     float_path = path.with_name(path.stem + ".float.onnx")
@@ -181,7 +183,21 @@ def _qdq(item: Item, path: Path, model: Model) -> None:
 
     with _quiet():
         quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=False)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=dict(item.options).get("per_channel", False))
+    float_path.unlink()
+
+
+def _qdyn(item: Item, path: Path, model: Model) -> None:
+    """quantize_dynamic (int8 weights; DynamicQuantizeLinear + MatMulInteger / ConvInteger) over a
+    TorchScript export of the model."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = path.with_name(path.stem + ".float.onnx")
+    _torchscript(Item(item.model, "torchscript", item.opset), float_path, model)
+    with _quiet():
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8,
+                         per_channel=dict(item.options).get("per_channel", False))
     float_path.unlink()
 
 
@@ -221,7 +237,9 @@ def resize_graph(case: str, opset: int, dynamic: bool = True) -> Any:
     rng = np.random.default_rng(1)
     w = numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w")
     inits = [w, numpy_helper.from_array(np.zeros(0, np.float32), "roi")]
-    batch = "batch" if dynamic else 2
+    # constant sizes fix all four dims (batch 2 included): a symbolic batch would be a file ONNX
+    # Runtime refuses at any other batch, not a foreign file a tool writes
+    batch = "batch" if dynamic and not use_sizes else 2
     out_hw = [16, 12] if use_sizes else [int(8 * scale), int(8 * scale)]
     if use_sizes:
         inits.append(numpy_helper.from_array(np.array([2, 4, *out_hw], np.int64), "sizes"))
@@ -290,6 +308,8 @@ def make(item: Item, folder: Path) -> Path:
         _dynamo(item, path, MODELS[item.model])
     elif item.producer == "qdq":
         _qdq(item, path, MODELS[item.model])
+    elif item.producer == "qdyn":
+        _qdyn(item, path, MODELS[item.model])
     else:
         raise KeyError(item.producer)
     return path
@@ -297,7 +317,7 @@ def make(item: Item, folder: Path) -> Path:
 
 def _corpus() -> list[Item]:
     items: list[Item] = []
-    fast_ts = {("cnn", 11), ("mobilenet", 17), ("lstm", 14)}
+    fast_ts = {("cnn", 11)}  # the fast subset: one file per producer, the smallest models
     for opset in TORCHSCRIPT_OPSETS:
         items.append(Item("cnn", "torchscript", opset, fast=("cnn", opset) in fast_ts))
     for model in ("mobilenet", "lstm", "unet", "bert", "vit"):
@@ -308,13 +328,12 @@ def _corpus() -> list[Item]:
     items.append(Item("mobilenet", "torchscript", 13, (("do_constant_folding", False),
                                                       ("keep_initializers_as_inputs", True))))
     for opset in DYNAMO_OPSETS:
-        items.append(Item("cnn", "dynamo", opset))
+        items.append(Item("cnn", "dynamo", opset, fast=opset == 23))
     for model in ("mobilenet", "lstm", "unet", "bert", "vit"):
         for opset in (18, 23) if model in ("bert", "vit") else (18, 20, 23):
-            items.append(Item(model, "dynamo", opset, fast=(model, opset) == ("unet", 20)))
+            items.append(Item(model, "dynamo", opset))
     for case in RESIZE_CASES:
-        items.append(Item(case, "onnx.helper", 13, fast=case in ("resize-linear-half_pixel",
-                                                                 "resize-nearest-asymmetric-floor")))
+        items.append(Item(case, "onnx.helper", 13, fast=case == "resize-cubic-half_pixel"))
     for case in ("resize-linear-align_corners", "resize-cubic-half_pixel", "resize-nearest-half_pixel-round_prefer_floor"):
         items.append(Item(case, "onnx.helper", 11))
         items.append(Item(case, "onnx.helper", 19))
@@ -322,6 +341,12 @@ def _corpus() -> list[Item]:
     items.append(Item("identity-chain", "onnx.helper", 21))
     items.append(Item("cnn", "qdq", 17, fast=False))
     items.append(Item("mobilenet", "qdq", 17))
+    for model in ("cnn", "mobilenet"):
+        items.append(Item(model, "qdq", 17, (("per_channel", True),), fast=model == "cnn"))
+    items.append(Item("bert", "qdq", 17))
+    for model in ("cnn", "mobilenet", "bert", "vit", "lstm"):
+        items.append(Item(model, "qdyn", 17))
+    items.append(Item("cnn", "qdyn", 17, (("per_channel", True),)))
     return items
 
 

@@ -47,6 +47,11 @@ VERSION_ALIASES: dict[tuple[str, int], int] = {
     ("AveragePool", 19): 11, ("Pad", 23): 13, ("Constant", 23): 13, ("Cast", 23): 13, ("Shape", 23): 15,
     ("Reshape", 23): 14, ("Identity", 23): 16, ("Squeeze", 23): 13, ("Unsqueeze", 23): 13,
     ("Transpose", 23): 13, ("Flatten", 23): 13, ("Size", 23): 13, ("ConstantOfShape", 23): 9,
+    # opset 22 re-issued these for bfloat16 only (Changelog: "22: type constraints extended")
+    ("Conv", 22): 11, ("ConvTranspose", 22): 11, ("MaxPool", 22): 12, ("AveragePool", 22): 11,
+    ("GlobalAveragePool", 22): 1, ("GlobalMaxPool", 22): 1, ("InstanceNormalization", 22): 6,
+    ("Dropout", 22): 13, ("Elu", 22): 6, ("Selu", 22): 6, ("HardSigmoid", 22): 6, ("Softplus", 22): 1,
+    ("Softsign", 22): 1, ("Mish", 22): 18, ("HardSwish", 22): 14,
 }
 # attribute or input that makes a later version compute something the aliased converter does not
 _NOT_ALIASED_WHEN = {
@@ -100,7 +105,38 @@ def _import_onnx2torch() -> Any:
     from interop.sources import onnx_extra_ops
 
     onnx_extra_ops.register()
+    _name_nodes_in_errors()
     return onnx2torch
+
+
+class NodeConversionError(RuntimeError):
+    """A converter failed on one node: the message names it (op type and node name) first."""
+
+
+def _name_nodes_in_errors() -> None:
+    """Every registered converter re-raises its failure naming the ONNX node it was converting, so a
+    converter error that is not a missing op still says where (``Conv node '/conv/Conv': ...``)."""
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+
+    for key, convert in list(_CONVERTER_REGISTRY.items()):
+        if not getattr(convert, "_names_node", False):
+            _CONVERTER_REGISTRY[key] = _naming(convert)
+
+
+def _naming(convert: Any) -> Any:
+    def converter(node: Any, graph: Any) -> Any:
+        try:
+            return convert(node, graph)
+        except NodeConversionError:
+            raise
+        except Exception as exc:
+            proto = node.proto
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise NodeConversionError(f"{proto.op_type} node {proto.name or '(unnamed)'!r}: {type(exc).__name__}"
+                                      + (f": {text}" if text else "")) from exc
+
+    converter._names_node = True  # type: ignore[attr-defined]
+    return converter
 
 
 def _register_aliases() -> None:

@@ -274,6 +274,43 @@ def _layer_norm(original: Any) -> Any:
     return converter
 
 
+def _attention(node: Any, graph: Any) -> Any:
+    """ONNX Attention (opset 23) on 4-D [batch, heads, seq, head_size] inputs without a KV cache:
+    softmax(Q K^T * scale + mask) V, a boolean mask keeping where True, is_causal, and K/V heads
+    repeated for grouped queries. A KV cache, softcap or extra outputs are refused."""
+    import math
+
+    import torch
+
+    attrs = node.attributes
+    names = list(node.input_values) + [""] * 6
+    if any(names[4:6]) or len(node.output_values) > 1 or float(attrs.get("softcap", 0.0) or 0.0) \
+            or int(attrs.get("qk_matmul_output_mode", 0) or 0):
+        raise NotImplementedError("Attention with a KV cache, softcap or extra outputs")
+    causal = bool(int(attrs.get("is_causal", 0) or 0))
+    given_scale = attrs.get("scale")
+
+    def attend(q: Any, k: Any, v: Any, mask: Any = None) -> Any:
+        if q.dim() != 4:
+            raise NotImplementedError("Attention on 3-D inputs (q_num_heads / kv_num_heads)")
+        if k.shape[1] != q.shape[1]:
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        scale = float(given_scale) if given_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        if causal:
+            keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~keep, float("-inf"))
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+    inputs = tuple(n for n in names[:4] if n)
+    if not names[3] and len(inputs) < 3:
+        raise NotImplementedError("Attention without K / V")
+    return _result(_function_module(attend), inputs, node.output_values)
+
+
 def register() -> None:
     import torch
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
@@ -283,9 +320,11 @@ def register() -> None:
         if replace or key not in _CONVERTER_REGISTRY:
             _CONVERTER_REGISTRY[key] = converter
 
-    from interop.sources import onnx_resize
+    from interop.sources import onnx_quant, onnx_resize
 
     onnx_resize.register(add)
+    onnx_quant.register(add)
+    add("Attention", 23, _attention)
     for version in (7, 14, 22):
         add("LSTM", version, lambda n, g: _recurrent("LSTM", n, g))
         add("GRU", version, lambda n, g: _recurrent("GRU", n, g))
@@ -315,7 +354,7 @@ def register() -> None:
                 return _clip(node, graph)
 
         add("Clip", version, clip, replace=True)
-    for version in (14, 19, 21):
+    for version in (14, 19, 21, 23):
         key = OperationDescription(domain="", operation_type="Reshape", version=version)
         if key in _CONVERTER_REGISTRY:
             add("Reshape", version, _reshape_allowzero(_CONVERTER_REGISTRY[key]), replace=True)

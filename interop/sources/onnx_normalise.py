@@ -15,8 +15,12 @@ the source file (``agrees``); otherwise the graph before that step goes on. The 
 2. ``zero-initial-states``: an LSTM / GRU / RNN ``initial_h`` / ``initial_c`` that is all zeros
    by construction (ConstantOfShape with value 0, or a zero constant, through shape-only ops) is
    dropped: ONNX defines a missing initial state as zeros, so the batch axis stays free.
-3. ``onnxsim``: constant folding and shape inference (symbolic input dims kept).
-4. ``onnxslim``: asked only where onnxsim failed or changed numerics.
+3. ``dequantize`` (sources/onnx_quant.py): quantize_dynamic's MatMulInteger / ConvInteger -> Cast
+   -> Mul(scales) chains as MatMul / Conv of DequantizeLinear'd operands (an int32 sum does not
+   fit Core ML's fp16), and each int8 weight's DequantizeLinear folded into the float initializer
+   it computes (onnx2torch reads Conv / Gemm weights from initializers).
+4. ``onnxsim``: constant folding and shape inference (symbolic input dims kept).
+5. ``onnxslim``: asked only where onnxsim failed or changed numerics.
 
 What was tried, kept and why not is recorded (report key ``normalisation``)."""
 
@@ -43,6 +47,7 @@ def normalise(model: Any, probes: list[dict[str, np.ndarray]]) -> tuple[Any, dic
         return model, info
     current, kept = model, []
     steps: list[tuple[str, Callable[[Any], Any]]] = [("onnx-ir", _onnx_ir), ("zero-initial-states", _zero_states),
+                                                     ("dequantize", _dequantize),
                                                      ("onnxsim", _onnxsim), ("onnxslim", _onnxslim)]
     for name, step in steps:
         if name == "onnxslim" and "onnxsim" in kept:
@@ -185,6 +190,12 @@ def _zero_states(model: Any) -> Any:
         del model.graph.node[:]
         model.graph.node.extend(keep)
     return model
+
+
+def _dequantize(model: Any) -> Any:
+    from interop.sources.onnx_quant import dequantize_for_conversion
+
+    return dequantize_for_conversion(model)
 
 
 def _onnxsim(model: Any) -> Any:

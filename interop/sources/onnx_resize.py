@@ -9,15 +9,16 @@ Core ML's own upsample ops and keeps the batch axis flexible):
 
     linear  + half_pixel / pytorch_half_pixel   -> (bi|tri)linear, align_corners=False
     linear  + align_corners                     -> (bi|tri)linear, align_corners=True
-    cubic   + half_pixel / align_corners, a=-0.75, exclude_outside=0 -> bicubic
     nearest + asymmetric + floor                -> nearest
     nearest + half_pixel + round_prefer_ceil    -> nearest-exact
 
-Every other nearest / linear combination is computed from the ONNX formula itself (source
+Every other combination, cubic included (coremltools has no translation for
+``upsample_bicubic2d``), is computed from the ONNX formula itself (source
 coordinate per output index, rounding or two-tap interpolation, separably per axis, with index
-gathers). Refused (NotImplementedError, so the report names the node): tf_crop_and_resize,
-antialias=1, keep_aspect_ratio_policy other than stretch, exclude_outside=1, cubic in other
-transformations, and scaling the batch or channel axis.
+gathers; cubic as four taps weighted by the Keys kernel with ``cubic_coeff_a``, edge indices
+clamped). Refused (NotImplementedError, so the report names the node): tf_crop_and_resize,
+antialias=1, keep_aspect_ratio_policy other than stretch, exclude_outside=1, and scaling the
+batch or channel axis.
 """
 
 from __future__ import annotations
@@ -77,11 +78,6 @@ def exact_interpolate(s: dict[str, Any], spatial: int) -> dict[str, Any] | None:
             return {"mode": _TORCH_MODES[(mode, spatial)], "align_corners": False}
         if ctm == "align_corners":
             return {"mode": _TORCH_MODES[(mode, spatial)], "align_corners": True}
-    if mode == "cubic" and spatial == 2 and abs(s["cubic_a"] + 0.75) < 1e-9:
-        if ctm in ("half_pixel", "pytorch_half_pixel"):
-            return {"mode": "bicubic", "align_corners": False}
-        if ctm == "align_corners":
-            return {"mode": "bicubic", "align_corners": True}
     if mode == "nearest":
         if ctm == "asymmetric" and nm == "floor":
             return {"mode": "nearest"}
@@ -107,9 +103,6 @@ def convert_resize(node: Any, graph: Any) -> Any:
         scales = None
     if sizes is not None and sizes != "computed" and not sizes:
         sizes = None
-    if s["mode"] == "cubic" and exact_interpolate(s, 2) is None:
-        raise NotImplementedError(f"Resize cubic with coordinate_transformation_mode={s['ctm']}, "
-                                  f"cubic_coeff_a={s['cubic_a']}")
     fixed_sizes = sizes if isinstance(sizes, list) else None
     dynamic_sizes = sizes == "computed"
 
@@ -202,17 +195,57 @@ def _resize_axis(x: Any, axis: int, in_size: int, out_size: int, scale: float, s
         if s["nearest_mode"] not in _ROUND:
             raise NotImplementedError(f"Resize with nearest_mode={s['nearest_mode']}")
         idx = np.clip(_ROUND[s["nearest_mode"]](coords), 0, in_size - 1).astype(np.int64)
-        return torch.index_select(x, axis, torch.from_numpy(idx))
+        return torch.index_select(x, axis, _ints(idx))
     if s["mode"] == "linear":
         c = np.clip(coords, 0, in_size - 1)
         lo = np.floor(c)
         hi = np.minimum(lo + 1, in_size - 1).astype(np.int64)
         shape = [1] * x.dim()
         shape[axis] = out_size
-        w = torch.from_numpy((c - lo).astype(np.float32)).to(x.dtype).reshape(shape)
-        lo_t, hi_t = torch.from_numpy(lo.astype(np.int64)), torch.from_numpy(hi)
+        w = _floats(c - lo).to(x.dtype).reshape(shape)
+        lo_t, hi_t = _ints(lo), _ints(hi)
         return torch.index_select(x, axis, lo_t) * (1 - w) + torch.index_select(x, axis, hi_t) * w
+    if s["mode"] == "cubic":
+        return _cubic_axis(x, axis, in_size, out_size, coords, s["cubic_a"])
     raise NotImplementedError(f"Resize mode {s['mode']} with coordinate_transformation_mode={s['ctm']}")
+
+
+def _ints(values: Any) -> Any:
+    """Index constants as torch.tensor of a list (torch.export takes those; torch.from_numpy it stops at)."""
+    import torch
+
+    return torch.tensor([int(v) for v in np.asarray(values).ravel()], dtype=torch.int64)
+
+
+def _floats(values: Any) -> Any:
+    import torch
+
+    return torch.tensor([float(v) for v in np.asarray(values).ravel()], dtype=torch.float32)
+
+
+def _keys(t: Any, a: float) -> Any:
+    """The cubic convolution kernel ONNX Resize uses (Keys, coefficient ``a``) at distances ``t``."""
+    t = np.abs(t)
+    return np.where(t <= 1, ((a + 2) * t - (a + 3)) * t * t + 1,
+                    np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0))
+
+
+def _cubic_axis(x: Any, axis: int, in_size: int, out_size: int, coords: Any, a: float) -> Any:
+    """Four taps per output index at floor(c)-1 .. floor(c)+2 (indices clamped to the edge, as
+    ONNX Runtime does with exclude_outside=0), weighted by the Keys kernel."""
+    import torch
+
+    base = np.floor(coords)
+    frac = coords - base
+    shape = [1] * x.dim()
+    shape[axis] = out_size
+    out = None
+    for k in (-1, 0, 1, 2):
+        idx = np.clip(base + k, 0, in_size - 1).astype(np.int64)
+        w = _floats(_keys(frac - k, a)).to(x.dtype).reshape(shape)
+        term = torch.index_select(x, axis, _ints(idx)) * w
+        out = term if out is None else out + term
+    return out
 
 
 def register(add: Any) -> None:

@@ -114,6 +114,14 @@ def prepare(config: BuildConfig, source: Source, spec: InputSpec) -> Prepared:
     return prep
 
 
+def _quantized(source: Source) -> bool:
+    """Whether an ONNX source graph quantizes activations (its float conversion then departs from
+    ONNX Runtime's integer kernels by whole quantization steps)."""
+    model = getattr(source, "model_proto", None)
+    return model is not None and any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear")
+                                     for n in model.graph.node)
+
+
 def static_conversion(source: Source, spec: InputSpec, prep: Prepared, config: BuildConfig, why: str
                       ) -> "Prepared | None":
     """A converted graph that computes shapes at run time (ONNX Shape -> Gather -> Concat -> Reshape)
@@ -189,7 +197,9 @@ def check_conversion(source: Source, module: Any, spec: InputSpec, ref: "Referen
         info["passed"] = False
         info["problem"] = f"the {info.get('name', 'converted')} module fails to run: {type(exc).__name__}: {exc}"[:400]
         return info
-    rows = diffs("converter", info.get("name", "converter"), ref, got, names, "fp32", config.tolerance)
+    precision = "quantized" if _quantized(source) else "fp32"
+    info["tolerance_class"] = precision
+    rows = diffs("converter", info.get("name", "converter"), ref, got, names, precision, config.tolerance)
     bad = next((d for d in rows if not d.passed), None)
     info["passed"] = bad is None
     info["worst_rel_l2"] = max((float(d.rel_l2) for d in rows), default=0.0)
