@@ -111,3 +111,49 @@ def test_renaming_reaches_ops_inside_loop_bodies():
     assert any(depth > 0 for depth in uses(model.get_spec(), old))  # the loop body reads the input
     renamed = _renamed(model, ["x"], ["out", "h_n"], None).get_spec()
     assert uses(renamed, old) == [] and uses(renamed, "x")
+
+
+# --- the whole zoo, the seeds, check and doctor ----------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in zoo.ZOO if n not in ("cnn", "lstm")])
+def test_every_zoo_model_builds_torchscript_free(name, no_jit, tmp_path):
+    """The rest of the zoo (cnn and lstm run by default above), GPT-2's aten.alias included."""
+    from interop import build
+
+    report = build(zoo.ZOO[name].config(out=str(tmp_path), no_torchscript=True)).data
+    assert report["passed"], {t: v.get("error") or v.get("not_executed") for t, v in report["targets"].items()}
+    assert report["targets"]["onnx"]["exporter"] == "dynamo"
+    assert report["targets"]["coreml"]["capture"] == "torch.export"
+
+
+def test_seed_sample_builds_through_ts2ep(no_jit, tmp_path):
+    """A TorchScript archive (the user's file) is read, never traced: torch's TS2EPConverter turns
+    it into the one ExportedProgram both targets take."""
+    from pathlib import Path
+
+    from interop import BuildConfig, build
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "small_cnn.pt"
+    report = build(BuildConfig(model=str(sample), out=str(tmp_path), no_torchscript=True)).data
+    assert report["passed"], report["targets"]
+    coreml = report["targets"]["coreml"]
+    assert coreml["capture"] == "torch.export" and coreml["captured_from"].startswith("TorchScript -> TS2EPConverter")
+    assert report["targets"]["onnx"]["exporter"] == "dynamo"
+
+
+def test_check_reports_the_torchscript_free_capture(no_jit):
+    from interop.commands.check import check_model
+
+    result = check_model(zoo.ZOO["cnn"].config(no_torchscript=True))
+    assert result["no_torchscript"] is True and result["captured_from"] == "torch.export"
+    assert not result["would_fail"]
+
+
+def test_doctor_says_what_still_needs_torchscript(monkeypatch):
+    from interop.commands.doctor import diagnose
+
+    monkeypatch.setenv("INTEROP_NO_TORCHSCRIPT", "1")
+    info = diagnose()["no_torchscript"]
+    assert info["env_value"] == "1" and any("TorchScript archive" in line for line in info["still_needs_torchscript"])

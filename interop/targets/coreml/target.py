@@ -367,6 +367,8 @@ class CoremlTarget(Target):
         entry = {"precision": result.precision, "deployment_target": result.deployment_target,
                  "capture": result.capture, "rejected": result.rejected, "notes": result.notes,
                  "shapes": result.shapes, "precision_mode": config.precision}
+        if result.capture == "torch.export" and getattr(prep, "capture", None) is not None:
+            entry["captured_from"] = prep.capture.source  # torch.export, or TorchScript -> TS2EPConverter
         ctx.report.data["warnings"].extend(n for n in result.notes if n.startswith("FALLBACK"))
         # coremltools' MIL program (reference cycles: only the cycle collector frees it) holds its fp16
         # copy of the weights; collecting costs ~0.2 s, worth it only where that copy is large
