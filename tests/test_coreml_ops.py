@@ -157,4 +157,4 @@ def test_register_is_idempotent_and_covers_every_patch():
     patches.register()
     for name in [*patches.PATCHED, *patches.OVERRIDES]:
         assert _TORCH_OPS_REGISTRY.name_to_func_mapping[name].__module__ in (
-            patches.__name__, patches.structured_ops.__name__), name
+            patches.__name__, patches.structured_ops.__name__, patches.export_ops.__name__), name

@@ -128,15 +128,16 @@ def test_every_zoo_model_builds_torchscript_free(name, no_jit, tmp_path):
     assert report["targets"]["coreml"]["capture"] == "torch.export"
 
 
-def test_seed_sample_builds_through_ts2ep(no_jit, tmp_path):
+@pytest.mark.parametrize("sample", ["small_cnn.pt", "digit_net.pt"])  # digit_net: max_pool2d(x, kernel)
+def test_seed_sample_builds_through_ts2ep(sample, no_jit, tmp_path):
     """A TorchScript archive (the user's file) is read, never traced: torch's TS2EPConverter turns
     it into the one ExportedProgram both targets take."""
     from pathlib import Path
 
     from interop import BuildConfig, build
 
-    sample = Path(__file__).resolve().parent.parent / "samples" / "small_cnn.pt"
-    report = build(BuildConfig(model=str(sample), out=str(tmp_path), no_torchscript=True)).data
+    path = Path(__file__).resolve().parent.parent / "samples" / sample
+    report = build(BuildConfig(model=str(path), out=str(tmp_path), no_torchscript=True)).data
     assert report["passed"], report["targets"]
     coreml = report["targets"]["coreml"]
     assert coreml["capture"] == "torch.export" and coreml["captured_from"].startswith("TorchScript -> TS2EPConverter")

@@ -80,6 +80,22 @@ def _gru(context: Any, node: Any) -> None:
     _results(context, node, torch_ops.gru, 2)
 
 
+def max_pool(context: Any, node: Any) -> None:
+    """aten.max_pool{1,2,3}d with its defaults left out (TorchScript's TS2EPConverter records
+    ``max_pool2d(x, kernel)``): the stride is the kernel, as torch says; coremltools' own
+    translation, which wants the stride given, does the rest."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    inputs = _get_inputs(context, node)
+    if len(inputs) == 2:
+        name = f"{node.name}_stride"
+        context.add(mb.const(val=inputs[1].val, name=name), torch_name=name)
+        node.inputs = [*node.inputs, name]
+    torch_ops.max_pool1d(context, node)
+
+
 def _alias(context: Any, node: Any) -> None:
     """aten.alias(x): x itself (GPT-2's attention mask path; coremltools knows ``alias_copy``)."""
     from coremltools.converters.mil.frontend.torch.ops import _get_inputs
