@@ -171,6 +171,12 @@ def _print_doctor(info: dict) -> None:
     for p in info["patches"]:
         seen = "" if p["matches"] else f"  [checked against {p['checked_against']}, installed {p['installed']}]"
         print(f"  {p['name']:32s} {p['library']}: {p['scope']}{seen}")
+    nots = info.get("no_torchscript") or {}
+    if nots:
+        state = f"on ({nots['env']}={nots['env_value']})" if nots.get("env_value") else f"off unless --no-torchscript or {nots['env']}=1"
+        print(f"TorchScript-free mode: {state}; still needs TorchScript:")
+        for line in nots["still_needs_torchscript"]:
+            print(f"  - {line}")
 
 
 @app.command()

@@ -29,7 +29,10 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     result["cases"] = [{"name": c.name, "sizes": dict(c.sizes)} for c in prep.cases]  # --samples keys <input>@<case>
     if source.format == "onnx":
         chosen = _onnx_source_check(source, prep, chosen, result)
-    if prep.trace is None:
+    result["no_torchscript"] = bool(getattr(config, "no_torchscript", False))
+    if result["no_torchscript"]:
+        _export_check(prep, result, chosen)
+    elif prep.trace is None:
         pass
     elif prep.trace.error is not None:
         result["trace_error"] = first_line(prep.trace.error)
@@ -48,6 +51,22 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
     result["would_fail"] = bool(blocking or result["hazards"])
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def _export_check(prep: Any, result: dict[str, Any], chosen: list[Any]) -> None:
+    """--no-torchscript: no trace to read ops from; whether the one torch.export capture both
+    targets share is made (its failure blocks every target built from the module)."""
+    from interop.errors import ExportError
+
+    capture = getattr(prep, "capture", None)
+    if capture is None:
+        return
+    try:
+        capture.program()
+        result["captured_from"] = capture.source
+    except ExportError as exc:
+        result["export_error"] = first_line(exc)
+        result["blocked_targets"] = sorted({t.name for t in chosen} | set(result.get("blocked_targets", [])))
 
 
 def _onnx_source_check(source: Any, prep: Any, chosen: list[Any], result: dict[str, Any]) -> list[Any]:

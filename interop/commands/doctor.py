@@ -60,7 +60,15 @@ def diagnose() -> dict[str, Any]:
     }
     return {"platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "python": platform.python_version(), "versions": versions, "runtimes": runtimes, "problems": problems,
-            "patches": patch_listing(found)}
+            "patches": patch_listing(found), "no_torchscript": no_torchscript()}
+
+
+def no_torchscript() -> dict[str, Any]:
+    """The TorchScript-free mode: whether the environment turns it on, and what still needs TorchScript."""
+    from interop.stages import export_capture
+
+    return {"env": export_capture.ENV, "env_value": os.environ.get(export_capture.ENV),
+            "still_needs_torchscript": list(export_capture.STILL_NEEDS_TORCHSCRIPT)}
 
 
 def patch_listing(found: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,12 @@ class TextGenerationTask(Task):
         return is_causal_lm(source.module)
 
     def build(self, config: Any, source: Any) -> Any:
+        from interop.errors import SpecError
         from interop.generation.build import build_generation
+
+        if getattr(config, "no_torchscript", False):  # its stateful Core ML decoders are traced
+            raise SpecError("--task text-generation traces its Core ML decoders, which --no-torchscript rules out",
+                            hint="build without --no-torchscript, or with --task default (one forward, no generation)")
 
         return build_generation(config, source)
 

@@ -38,11 +38,36 @@ def _results(context: Any, node: Any, translate: Any, count: int) -> None:
     context.add(tuple(context[n] for n in names), torch_name=node.name)
 
 
+def _shaped_states(context: Any, node: Any) -> None:
+    """Give the initial states their static leading size (layers x directions) and hidden size.
+    coremltools' translation splits a bidirectional state in two along its first axis, which must
+    be known; a state made by a shape-losing translation (``expand`` of a broadcast constant to
+    the dynamic batch comes out all-symbolic) would fail with "Unknown value for constant: None".
+    States that already have it, and states of unknown rank, are left as they are."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    inputs = _get_inputs(context, node, expected=9)
+    states, params = inputs[1], inputs[2]
+    many = isinstance(states, (list, tuple))
+    leading = int(inputs[4].val) * (2 if inputs[7].val else 1)
+    hidden = int(params[1].shape[1])  # weight_hh_l0: (gates * hidden, hidden)
+    names = []
+    for i, state in enumerate(states if many else [states]):
+        name = node.inputs[1][i] if many else node.inputs[1]
+        if getattr(state, "rank", None) == 3 and not isinstance(state.shape[0], int):
+            name = f"{node.name}_state{i}"
+            context.add(mb.reshape(x=state, shape=[leading, -1, hidden], name=name), torch_name=name)
+        names.append(name)
+    node.inputs = [node.inputs[0], tuple(names) if many else names[0], *node.inputs[2:]]
+
+
 def _lstm(context: Any, node: Any) -> None:
     """aten.lstm.input(x, [h0, c0], params, has_biases, num_layers, dropout, train, bidirectional,
     batch_first) -> (output, h_n, c_n)."""
     from coremltools.converters.mil.frontend.torch import ops as torch_ops
 
+    _shaped_states(context, node)
     _results(context, node, torch_ops.lstm, 3)
 
 
@@ -51,7 +76,24 @@ def _gru(context: Any, node: Any) -> None:
     batch_first) -> (output, h_n)."""
     from coremltools.converters.mil.frontend.torch import ops as torch_ops
 
+    _shaped_states(context, node)
     _results(context, node, torch_ops.gru, 2)
+
+
+def max_pool(context: Any, node: Any) -> None:
+    """aten.max_pool{1,2,3}d with its defaults left out (TorchScript's TS2EPConverter records
+    ``max_pool2d(x, kernel)``): the stride is the kernel, as torch says; coremltools' own
+    translation, which wants the stride given, does the rest."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    inputs = _get_inputs(context, node)
+    if len(inputs) == 2:
+        name = f"{node.name}_stride"
+        context.add(mb.const(val=inputs[1].val, name=name), torch_name=name)
+        node.inputs = [*node.inputs, name]
+    torch_ops.max_pool1d(context, node)
 
 
 def _alias(context: Any, node: Any) -> None:

@@ -28,6 +28,8 @@ OVERRIDES = {
     "adaptive_max_pool1d": "as adaptive_avg_pool1d",
     "permute": "keeps rank-6 tensors, which Core ML rejects ('only supports tensors with rank <= 5')",
     "transpose": "as permute (Swin's window partition: view to rank 6, transpose(2, 3), view back)",
+    "max_pool2d": "wants the stride given: 'node max_pool2d got 2 input(s)' from TS2EPConverter, which leaves "
+                  "the default stride (= kernel) out (samples/digit_net.pt with --no-torchscript)",
     "group_norm": "reshapes to a constant [N, groups, C/groups, ...] holding the symbolic batch: 'Cannot add const "
                   "[is0, 8, 4, 16, 16]' with a flexible batch (diffusers' UNet2DModel, HF Wav2Vec2's feature encoder)",
 }
@@ -41,7 +43,8 @@ def translations() -> tuple[dict[str, Any], dict[str, Any]]:
     added.update(structured_ops.functions())
     added.update(export_ops.functions())
     replaced = {"adaptive_avg_pool1d": _adaptive_avg_pool1d, "adaptive_max_pool1d": _adaptive_max_pool1d,
-                "permute": _permute, "transpose": _transpose, "group_norm": _group_norm}
+                "permute": _permute, "transpose": _transpose, "group_norm": _group_norm,
+                "max_pool2d": export_ops.max_pool}
     return added, replaced
 
 

@@ -162,7 +162,9 @@ def _renamed(model: Any, inputs: list[str], outputs: list[str], labels: list[str
     for features, names in ((spec.description.input, inputs), (spec.description.output, wanted_outputs)):
         for feature, name in zip(list(features), names):
             if feature.name != name:
-                ct.utils.rename_feature(spec, feature.name, name)
+                old = feature.name  # rename_feature renames the feature itself too
+                ct.utils.rename_feature(spec, old, name)
+                _rename_nested(spec, old, name)
                 changed = True
     if labels:
         spec.description.predictedFeatureName = LABEL
@@ -170,6 +172,31 @@ def _renamed(model: Any, inputs: list[str], outputs: list[str], labels: list[str
     if not changed:
         return model
     return ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
+
+
+def _rename_nested(spec: Any, old: str, new: str) -> None:
+    """Finish coremltools' ``rename_feature`` on an ML program: it renames the uses in each
+    function's top-level block only, so an op nested in a ``while_loop`` / ``cond`` body (its GRU
+    translation reads the input inside the loop when the input is time-major) keeps the old
+    name and the saved program references a variable that no longer exists."""
+
+    def walk(blocks: Any) -> None:
+        for block in blocks:
+            for i, name in enumerate(block.outputs):
+                if name == old:
+                    block.outputs[i] = new
+            for op in block.operations:
+                for argument in op.inputs.values():
+                    for binding in argument.arguments:
+                        if binding.HasField("name") and binding.name == old:
+                            binding.name = new
+                walk(op.blocks)
+
+    if spec.HasField("mlProgram"):
+        for function in spec.mlProgram.functions.values():
+            for block in function.block_specializations.values():
+                for op in block.operations:
+                    walk(op.blocks)
 
 
 def build_coreml(module: Any, args: tuple, spec: InputSpec, cases: list[Case], output_names: list[str],
@@ -340,6 +367,8 @@ class CoremlTarget(Target):
         entry = {"precision": result.precision, "deployment_target": result.deployment_target,
                  "capture": result.capture, "rejected": result.rejected, "notes": result.notes,
                  "shapes": result.shapes, "precision_mode": config.precision}
+        if result.capture == "torch.export" and getattr(prep, "capture", None) is not None:
+            entry["captured_from"] = prep.capture.source  # torch.export, or TorchScript -> TS2EPConverter
         ctx.report.data["warnings"].extend(n for n in result.notes if n.startswith("FALLBACK"))
         # coremltools' MIL program (reference cycles: only the cycle collector frees it) holds its fp16
         # copy of the weights; collecting costs ~0.2 s, worth it only where that copy is large
