@@ -82,10 +82,12 @@ def build_one(target: Any, name: str, ctx: Any, vctx: VariantContext, report: An
     row["library"] = variant.library
     if compress_into(row, out, lambda: variant.make(base, out, vctx), variant.library, report, target.name):
         judge(target, out, base, ctx, row, gate)
-        if row["status"] == "failed" and variant.recipe and row.get("psnr_db") is not None:
-            from interop.variants.recipe import mixed_precision
+        from interop.variants import recipe
 
-            mixed_precision(target, variant, out, base, ctx, vctx, report, row, gate, compress_into, judge)
+        if row["status"] == "failed" and variant.smaller_blocks and "block" not in vctx.options:
+            vctx = recipe.smaller_blocks(target, variant, out, base, ctx, vctx, report, row, gate, compress_into, judge)
+        if row["status"] == "failed" and variant.recipe and row.get("psnr_db") is not None:
+            recipe.mixed_precision(target, variant, out, base, ctx, vctx, report, row, gate, compress_into, judge)
 
 
 def _remove(out: Path) -> None:

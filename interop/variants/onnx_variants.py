@@ -140,7 +140,7 @@ def int8(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
 
 @register_variant("onnx", "int4", "onnxruntime.quantization MatMulNBitsQuantizer (4 bits, block 32, symmetric) for "
                                   "MatMul, Gemm (rewritten to MatMul + Add) and Gather (GatherBlockQuantized)",
-                  recipe=True)
+                  recipe=True, smaller_blocks=(16,))  # MatMulNBits takes blocks of 16 or more
 def int4(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     """4-bit ``MatMulNBits`` / ``GatherBlockQuantized`` in blocks of ``block`` (default 32) along the
     input axis; weights a recipe keeps are 8-bit ``MatMulNBits`` (MatMul) or int8 (Gather)."""
