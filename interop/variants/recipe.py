@@ -209,7 +209,7 @@ def mixed_precision(target: Any, variant: Any, out: Path, base: Path, ctx: Any, 
         if trial["passed"]:
             break
     best = max((t for t in tried if isinstance(t["psnr_db"], (int, float))), key=lambda t: t["psnr_db"])
-    kept_as = KEPT_AS.get(variant.name, "8 bits")
+    kept_as = current.get("kept_as") or KEPT_AS.get(variant.name, "8 bits")  # the variant may say
     recipe = {"kept": current_kept, "kept_as": kept_as, "tried": tried, "best_psnr_db": best["psnr_db"],
               "best_kept": best["kept"], "passed": bool(current["passed"]),
               "sensitivity_psnr_db": {n: _db(scores[n]) for n in order[:LISTED]}}
