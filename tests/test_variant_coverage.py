@@ -198,3 +198,30 @@ def test_int4_that_misses_at_the_default_block_ships_with_a_smaller_block(tmp_pa
     checked = check_package(Path(row["path"]))
     assert {r["op"] for r in checked} == {"constexpr_blockwise_shift_scale"}
     assert all(r["max_abs_diff"] == 0.0 for r in checked), checked
+
+
+def test_a_conv_weight_an_onnx_int8_recipe_keeps_is_int8_weight_only_not_fp32(tmp_path):
+    """quantize_dynamic's ConvInteger quantizes activations too; a Conv weight the recipe keeps is
+    stored int8 per channel behind DequantizeLinear (fp32 compute), a quarter of its fp32 bytes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from interop.runtimes.onnxruntime import run_onnx, session
+    from interop.variants import VariantContext
+    from interop.variants.coverage import onnx_coverage
+    from interop.variants.onnx_variants import int8
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 6, 6])], [w])
+    base, out = tmp_path / "conv.onnx", tmp_path / "conv.int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(base))
+    info = int8(base, out, VariantContext(spec=None, keep=("w",)))
+    assert info["kept_weight_only_int8"] == ["w"] and "w" not in info.get("kept_float", [])
+    assert {n.op_type for n in onnx.load(str(out)).graph.node} == {"DequantizeLinear", "Conv"}
+    assert onnx_coverage(base, out)["stored_ratio"] < 0.3
+    x = {"x": rng.standard_normal((1, 8, 6, 6)).astype(np.float32)}
+    want, got = run_onnx(session(str(base)), x)[0], run_onnx(session(str(out)), x)[0]
+    assert 10 * np.log10(np.max(np.abs(want)) ** 2 / np.mean((want - got) ** 2)) > 40  # int8 weights, fp32 compute
