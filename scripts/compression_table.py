@@ -84,6 +84,9 @@ def table(rows: list[dict]) -> str:
         if (r.get("recipe") or {}).get("kept") and r["passed"]:
             why = f"recipe kept {', '.join(r['recipe']['kept'])} at {r['recipe'].get('kept_as', '8 bits')}" + \
                   (f"; {why}" if why else "")
+        if len((r.get("block_fallback") or {}).get("tried", [])) > 1:
+            blocks = ", ".join(f"{t['block']}: {t['psnr_db']} dB" for t in r["block_fallback"]["tried"])
+            why = f"block {r['block_fallback'].get('block_size')} (tried {blocks})" + (f"; {why}" if why else "")
         lines.append(f"| {r['model']} | {r['target']} | {r['variant']} | {_num((r['bytes'] or 0) / 1024 if r['bytes'] else None, '.1f')} | "
                      f"{_num(r['ratio'], '.3f')} | {_pct((r.get('coverage') or {}).get('stored_ratio'))} | {describe(r.get('coverage')) or '—'} | {_num(r['psnr_db'], '.1f')} | "
                      f"{_num(r['cosine'], '.5f')} | {_num(r['top1'], '.2f')} | {passed} | {why.replace('|', '/')} |")

@@ -199,11 +199,19 @@ def console_line(r: dict[str, Any]) -> str:
         metrics += f", {describe(r['coverage'])} compressed"
     if (r.get("recipe") or {}).get("kept"):
         metrics += f", kept at 8 bits: {', '.join(r['recipe']['kept'])}"
+    if len((r.get("block_fallback") or {}).get("tried", [])) > 1:
+        metrics += f", {_blocks(r['block_fallback'])}"
     if r["passed"]:
         return f"[green]✓[/] {name}: {r.get('path') or '(not kept)'}  [dim]{metrics}[/]"
     why = r.get("error") or ""
     where = f"; grows at {r['where']}" if r.get("where") else ""
     return f"[red]✗ {name}: {why}{where} — not shipped[/]"
+
+
+def _blocks(fallback: dict[str, Any]) -> str:
+    """``block 16 (tried 32: 21.3 dB, 16: 36.0 dB)`` for the console and the report."""
+    tried = ", ".join(f"{t['block']}: {t['psnr_db']} dB" for t in fallback["tried"])
+    return f"block {fallback.get('block_size')} (tried {tried})"
 
 
 def markdown(data: dict[str, Any]) -> list[str]:
@@ -229,6 +237,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
         note = r.get("where") or r.get("error") or r.get("note") or ""
         if (r.get("recipe") or {}).get("kept"):
             note = f"kept at 8 bits: {', '.join(r['recipe']['kept'])}" + (f"; {note}" if note else "")
+        if len((r.get("block_fallback") or {}).get("tried", [])) > 1:
+            note = _blocks(r["block_fallback"]) + (f"; {note}" if note else "")
         size = "—" if not r.get("bytes") else (f"{r['bytes'] / 1e6:.3g} MB" if r["bytes"] >= 1e6 else
                                                f"{r['bytes'] / 1e3:.3g} kB")
         lines.append(f"| {r['target']} | {r['variant']} | {size} | {r['ratio'] or '—'} | {cover} | {r['psnr_db'] or '—'} | "
