@@ -225,3 +225,21 @@ def test_a_conv_weight_an_onnx_int8_recipe_keeps_is_int8_weight_only_not_fp32(tm
     x = {"x": rng.standard_normal((1, 8, 6, 6)).astype(np.float32)}
     want, got = run_onnx(session(str(base)), x)[0], run_onnx(session(str(out)), x)[0]
     assert 10 * np.log10(np.max(np.abs(want)) ** 2 / np.mean((want - got) ** 2)) > 40  # int8 weights, fp32 compute
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cnn", "resnet", "mobilenet_v2", "bert", "vit", "lstm"])
+def test_onnx_int8_keeps_at_most_35_percent_of_the_weight_bytes_and_passes_35_db(name, tmp_path):
+    """Issue 30's bar on a CNN, a MobileNet, a transformer encoder, a ViT and an LSTM; int4 on the
+    Conv / LSTM models is not-applicable and not written."""
+    from interop import build
+
+    no_int4 = name in ("cnn", "resnet", "mobilenet_v2", "lstm")
+    report = build(zoo.ZOO[name].config(out=str(tmp_path), targets=["onnx"], allow_trace_warnings=True,
+                                        compress=["int8,int4"] if no_int4 else ["int8"])).data
+    row = _rows(report)[("onnx", "int8")]
+    assert row["passed"] is True and row["psnr_db"] >= 35, row
+    assert row["coverage"]["stored_ratio"] <= 0.35, row["coverage"]
+    if no_int4:
+        assert _rows(report)[("onnx", "int4")]["status"] == "not-applicable"
+        assert not list(tmp_path.glob("*.int4.onnx"))
