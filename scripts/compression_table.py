@@ -11,11 +11,17 @@ they are judged on.
     scripts/compression_table.py                       # cnn, bert, lstm, gpt2; print the table
     scripts/compression_table.py cnn --variants int8,int4
     scripts/compression_table.py --write docs/compression.md   # replace the table between the markers
+    scripts/compression_table.py vit --results /tmp/rows          # also save vit's rows as /tmp/rows/vit.json
+    scripts/compression_table.py --results /tmp/rows --reuse --write docs/compression.md  # table from saved rows
+
+``weight bytes`` is the variant's stored constants (initializers, Core ML weight blobs) over the
+fp32 base artifact's (``coverage.stored_ratio``); ``ratio`` the whole artifact's size over the base's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-MODELS = ("cnn", "bert", "lstm", "gpt2")
+MODELS = ("cnn", "resnet", "mobilenet_v2", "bert", "vit", "lstm")
 BEGIN, END = "<!-- compression-table:begin -->", "<!-- compression-table:end -->"
 CALIBRATION_SEED = 4242
 
@@ -60,11 +66,16 @@ def _num(v, fmt: str) -> str:
     return "—" if v is None or isinstance(v, str) else format(v, fmt)
 
 
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
 def table(rows: list[dict]) -> str:
     from interop.variants.coverage import describe
 
-    lines = ["| model | target | variant | size KB | ratio | coverage | PSNR dB | cosine | top-1 | passed | where / note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | target | variant | size KB | ratio | weight bytes | coverage | PSNR dB | cosine | top-1 | passed | "
+             "where / note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         passed = {True: "yes", False: "**no**", None: "skipped"}[r["passed"]]
         if r.get("status") == "not-applicable":
@@ -73,8 +84,11 @@ def table(rows: list[dict]) -> str:
         if (r.get("recipe") or {}).get("kept") and r["passed"]:
             why = f"recipe kept {', '.join(r['recipe']['kept'])} at {r['recipe'].get('kept_as', '8 bits')}" + \
                   (f"; {why}" if why else "")
+        if len((r.get("block_fallback") or {}).get("tried", [])) > 1:
+            blocks = ", ".join(f"{t['block']}: {t['psnr_db']} dB" for t in r["block_fallback"]["tried"])
+            why = f"block {r['block_fallback'].get('block_size')} (tried {blocks})" + (f"; {why}" if why else "")
         lines.append(f"| {r['model']} | {r['target']} | {r['variant']} | {_num((r['bytes'] or 0) / 1024 if r['bytes'] else None, '.1f')} | "
-                     f"{_num(r['ratio'], '.3f')} | {describe(r.get('coverage')) or '—'} | {_num(r['psnr_db'], '.1f')} | "
+                     f"{_num(r['ratio'], '.3f')} | {_pct((r.get('coverage') or {}).get('stored_ratio'))} | {describe(r.get('coverage')) or '—'} | {_num(r['psnr_db'], '.1f')} | "
                      f"{_num(r['cosine'], '.5f')} | {_num(r['top1'], '.2f')} | {passed} | {why.replace('|', '/')} |")
     return "\n".join(lines)
 
@@ -95,13 +109,24 @@ def main() -> int:
     parser.add_argument("models", nargs="*", default=list(MODELS))
     parser.add_argument("--variants", default=",".join(KNOWN))
     parser.add_argument("--write", help="Markdown file whose table (between the markers) is replaced")
+    parser.add_argument("--results", help="folder where each model's rows are saved as <model>.json")
+    parser.add_argument("--reuse", action="store_true", help="take a model's rows from --results when saved there")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
+    saved = Path(args.results) if args.results else None
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="interop-compression-") as tmp:
         for name in args.models:
+            cached = saved / f"{name}.json" if saved else None
+            if args.reuse and cached and cached.is_file():
+                rows += json.loads(cached.read_text())
+                continue
             print(f"building {name} ...", file=sys.stderr)
-            rows += rows_for(name, variants, Path(tmp))
+            found = rows_for(name, variants, Path(tmp))
+            if cached:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps(found, indent=1, default=str))
+            rows += found
     text = table(rows)
     print(text)
     if args.write:

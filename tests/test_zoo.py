@@ -22,6 +22,7 @@ EXPECTED = {
     "lstm": ("torchscript", "torch.jit.trace"),
     "lstm_sum": ("torchscript", "torch.jit.trace"),
     "gru": ("torchscript", "torch.jit.trace"),
+    "mobilenet_v2": ("torchscript", "torch.jit.trace"),
     "unet": ("torchscript", "torch.jit.trace"),
     "multi_io": ("torchscript", "torch.jit.trace"),
     "custom_function": ("torchscript", "torch.export"),  # jit.trace: no translation for prim::PythonOp

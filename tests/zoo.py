@@ -141,6 +141,14 @@ def lstm_sum() -> nn.Module:
     return LSTMSum()
 
 
+@zoo(["image:2x3x64x64"], ["image:0=batch:1..8"], slow=True)
+def mobilenet_v2() -> nn.Module:
+    """samples/models.py's MobileNetV2 (the torchvision layout), narrow (width 0.35), 10 classes."""
+    from samples.models import MobileNetV2
+
+    return _with_random_bn(MobileNetV2(classes=10, width=0.35))
+
+
 class GRUClassifier(nn.Module):
     """Float features (batch, time, 8) -> GRU -> last step -> logits."""
 

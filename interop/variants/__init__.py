@@ -52,13 +52,16 @@ class Variant:
     make: Callable[[Path, Path, VariantContext], dict[str, Any]]
     library: str = ""  # the API that does the compression (printed in the report)
     recipe: bool = False  # takes VariantContext.keep: a gate-driven mixed-precision recipe may retry it
+    smaller_blocks: tuple[int, ...] = ()  # block sizes retried, in order, when the default block misses its gate
 
 
-def register_variant(target: str, name: str, library: str = "", recipe: bool = False) -> Callable:
+def register_variant(target: str, name: str, library: str = "", recipe: bool = False,
+                     smaller_blocks: tuple[int, ...] = ()) -> Callable:
     def register(make: Callable) -> Callable:
         if name not in KNOWN:
             raise RuntimeError(f"variant {name!r} is not one of {KNOWN}")
-        _REGISTRY.add((target, name), Variant(target, name, make, library, recipe), owner=make.__module__)
+        _REGISTRY.add((target, name), Variant(target, name, make, library, recipe, tuple(smaller_blocks)),
+                      owner=make.__module__)
         return make
 
     return register

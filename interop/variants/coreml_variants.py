@@ -135,7 +135,7 @@ def _int4_config(shape: tuple[int, ...], block: int) -> Any:
 
 
 @register_variant("coreml", "int4", "coremltools.optimize.coreml.linear_quantize_weights (int4, block 32, iOS18)",
-                  recipe=True)
+                  recipe=True, smaller_blocks=(16, 8))
 def int4(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     block = vctx.options.get("block", 32)
     model = _load(base, IOS18_SPEC)

@@ -132,15 +132,53 @@ def int8(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
         if matmuls != []:
             model = _nbits(model, 8, block, exclude=kept, include=matmuls)
         _dynamic(model, out, ["Conv", "LSTM", "Gather"], _scope(model, vctx, ("Conv", "LSTM", "Gather")), kept)
+    weight_only = _weight_only_conv(out, set(vctx.keep)) if vctx.keep else []
     info = {"fraction_int8": _fraction_quantized(base, out), "block_size": block, **info}
     if kept:
-        info["kept_float"] = sorted(vctx.keep)
+        info["kept_float"] = sorted(set(vctx.keep) - set(weight_only))
+    if weight_only:
+        info["kept_weight_only_int8"] = weight_only
+        info["kept_as"] = "fp32 (Conv weights: int8 weight-only, DequantizeLinear per channel)"
     return info
+
+
+def _weight_only_conv(path: Path, names: set[str]) -> list[str]:
+    """Conv weights among ``names`` (left float by quantize_dynamic, whose ConvInteger quantizes
+    the activations too) stored as int8 per output channel, read through ``DequantizeLinear``:
+    the Conv stays fp32 compute. The int8 values and scales are onnxruntime.quantization's own
+    (``quant_utils.quantize_data``, symmetric, one call per output channel)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    convs = {n.input[1]: n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1}
+    done, nodes = [], []
+    for name in sorted(names & set(convs) & set(inits)):
+        w = numpy_helper.to_array(inits[name])
+        if w.dtype != np.float32:
+            continue
+        parts = [quantize_data(c.ravel(), TensorProto.INT8, True) for c in w]
+        q = np.stack([np.asarray(p[2], np.int8).reshape(w.shape[1:]) for p in parts])
+        scale = np.array([float(np.asarray(p[1]).ravel()[0]) for p in parts], np.float32)
+        inits[name].CopyFrom(numpy_helper.from_array(q, f"{name}_int8"))
+        model.graph.initializer.append(numpy_helper.from_array(scale, f"{name}_scale"))
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{name}_zero"))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [name],
+                                      name=f"{name}_DequantizeLinear", axis=0))
+        done.append(name)
+    if nodes:
+        rest = list(model.graph.node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes + rest)
+        onnx.save(model, str(path))
+    return done
 
 
 @register_variant("onnx", "int4", "onnxruntime.quantization MatMulNBitsQuantizer (4 bits, block 32, symmetric) for "
                                   "MatMul, Gemm (rewritten to MatMul + Add) and Gather (GatherBlockQuantized)",
-                  recipe=True)
+                  recipe=True, smaller_blocks=(16,))  # MatMulNBits takes blocks of 16 or more
 def int4(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     """4-bit ``MatMulNBits`` / ``GatherBlockQuantized`` in blocks of ``block`` (default 32) along the
     input axis; weights a recipe keeps are 8-bit ``MatMulNBits`` (MatMul) or int8 (Gather)."""

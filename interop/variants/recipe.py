@@ -14,6 +14,13 @@ re-measured on the new variant; at most ``MAX_KEPT`` weights, and never more tha
 
 A variant that meets its gate ships with ``recipe``: the weights kept, every attempt's PSNR;
 one that does not is refused with the best PSNR measured.
+
+Before any weight is kept, a block-wise variant (int4) that misses its gate at the default block
+size is rebuilt with smaller blocks (:func:`smaller_blocks`, the sizes its registration names:
+32 -> 16 -> 8 on Core ML, 32 -> 16 for ONNX ``MatMulNBits``): smaller blocks are more scales and
+less error for every weight at once. The first block size that meets the gate ships
+(``block_fallback`` in the row: every size tried and its PSNR); when none does, the recipe
+starts from the smallest. A block size the user chose (``int4:block=N``) is not second-guessed.
 """
 
 from __future__ import annotations
@@ -117,13 +124,50 @@ def _feed(target: Any, ctx: Any) -> dict[str, np.ndarray]:
     return target.feed(ctx.spec, sample)
 
 
+KEPT_KEYS = ("target", "variant", "gate", "options", "library", "block_fallback")  # what an attempt inherits
+
+
 def _fresh(row: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``row`` with the previous attempt's results cleared."""
-    trial = copy.deepcopy(row)
-    for key in ("psnr_db", "cosine", "top1", "top5", "where", "error", "runtimes", "note", "coverage"):
+    """A new attempt of ``row``: what it is (target, variant, gate, options), none of the previous
+    attempt's results nor of what its artifact said about itself (``block_size``, ``note`` ...)."""
+    trial = {k: copy.deepcopy(row[k]) for k in KEPT_KEYS if k in row}
+    for key in ("path", "bytes", "ratio", "psnr_db", "cosine", "top1", "top5", "where", "error", "runtimes", "note",
+                "coverage"):
         trial[key] = None
     trial.update(passed=None, status="skipped")
     return trial
+
+
+def smaller_blocks(target: Any, variant: Any, out: Path, base: Path, ctx: Any, vctx: Any, report: Any,
+                   row: dict[str, Any], gate: Any, compress_into: Any, judge: Any) -> Any:
+    """Retry the failed ``row`` with each of ``variant.smaller_blocks`` in turn until one meets the
+    gate; ``row`` ends as that attempt, or as the last one judged (the artifact at ``out``), with
+    ``block_fallback`` recording them all. Returns the VariantContext of the attempt ``row`` holds
+    (the recipe builds on it)."""
+    first = row.get("block_size", vctx.options.get("block"))
+    tried = [{"block": first, "psnr_db": row["psnr_db"], "passed": bool(row["passed"])}]
+    current, current_vctx = row, vctx
+    for block in variant.smaller_blocks:
+        trial = _fresh(row)
+        trial_vctx = dataclasses.replace(vctx, options={**vctx.options, "block": block})
+        if not compress_into(trial, out, lambda: variant.make(base, out, trial_vctx), variant.library, report,
+                             target.name):
+            tried.append({"block": block, "psnr_db": None, "passed": False, "status": trial["status"],
+                          "note": trial.get("note") or trial.get("error")})
+            break
+        judge(target, out, base, ctx, trial, gate)
+        tried.append({"block": block, "psnr_db": trial["psnr_db"], "passed": bool(trial["passed"])})
+        current, current_vctx = trial, trial_vctx
+        if trial["passed"]:
+            break
+    if current is not row:
+        row.clear()
+        row.update(current)
+    row["block_fallback"] = {"tried": tried, "block_size": row.get("block_size"), "passed": bool(row["passed"])}
+    if not row["passed"]:
+        sizes = ", ".join(f"block {t['block']}: {t['psnr_db']} dB" for t in tried)
+        row["error"] = f"{row.get('error') or 'misses its gate'}; smaller blocks did not meet it either ({sizes})"
+    return current_vctx
 
 
 def mixed_precision(target: Any, variant: Any, out: Path, base: Path, ctx: Any, vctx: Any, report: Any,
@@ -165,7 +209,7 @@ def mixed_precision(target: Any, variant: Any, out: Path, base: Path, ctx: Any, 
         if trial["passed"]:
             break
     best = max((t for t in tried if isinstance(t["psnr_db"], (int, float))), key=lambda t: t["psnr_db"])
-    kept_as = KEPT_AS.get(variant.name, "8 bits")
+    kept_as = current.get("kept_as") or KEPT_AS.get(variant.name, "8 bits")  # the variant may say
     recipe = {"kept": current_kept, "kept_as": kept_as, "tried": tried, "best_psnr_db": best["psnr_db"],
               "best_kept": best["kept"], "passed": bool(current["passed"]),
               "sensitivity_psnr_db": {n: _db(scores[n]) for n in order[:LISTED]}}
