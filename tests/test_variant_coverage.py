@@ -38,7 +38,7 @@ def test_a_no_op_int4_on_a_cnn_is_not_applicable_and_not_written(cnn_recipe):
 
 
 def test_a_recipe_keeps_one_named_layer_at_8_bits_to_meet_the_gate(cnn_recipe):
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     out, report = cnn_recipe
     row = _rows(report)[("coreml", "palettize4")]
@@ -112,9 +112,9 @@ def test_gemm_rewritten_to_matmul_computes_the_same_and_int4_takes_it(tmp_path, 
 
     from interop.runtimes.onnxruntime import run_onnx, session
     from interop.variants import VariantContext
-    from interop.variants.coverage import onnx_coverage
-    from interop.variants.onnx_gemm import gemm_to_matmul
-    from interop.variants.onnx_variants import int4
+    from interop.targets.onnx.measures import onnx_coverage
+    from interop.targets.onnx.gemm import gemm_to_matmul
+    from interop.targets.onnx.variants import int4
 
     base = tmp_path / "gemm.onnx"
     _gemm_model(base, trans_b, alpha, beta, bias)
@@ -136,7 +136,7 @@ def test_gemm_rewritten_to_matmul_computes_the_same_and_int4_takes_it(tmp_path, 
 
 def test_coreml_block_and_group_options_write_ios18_forms_the_runtime_decompresses(tmp_path):
     from interop import build
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     report = build(zoo.ZOO["cnn"].config(out=str(tmp_path), compress=["int4:block=16,palettize6:group=8"],
                                          targets=["coreml"], gate=["*:psnr=20,cosine=0.9,top1=0,top5=0"])).data

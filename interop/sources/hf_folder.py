@@ -388,11 +388,15 @@ def NamedIO(model: Any, inputs: list[str], outputs: list[str]) -> Any:  # noqa: 
     return _named_io_class()(model, inputs, outputs)
 
 
-def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, target: str = "onnx") -> None:
+def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, target: str | None = None) -> None:
     """Copy the folder's config, tokenizer and processor files into the work folder as companions
     of the ONNX artifact, so the output folder loads in Optimum / onnxruntime-genai as it is (not
     when the output folder is the model folder itself: they are there already)."""
     files = getattr(source, "folder_files", None)
+    if target is None:  # the target whose artifact the folder's clients load (Target.carries_folder_files)
+        from interop import targets
+
+        target = next((t.name for t in targets.registered().values() if t.carries_folder_files), None)
     if not files or target not in report.companions:
         return
     try:
