@@ -121,16 +121,18 @@ PATCHES: tuple[Patch, ...] = (
           "coremltools._deps._IS_MACOS, testing_utils._IS_MACOS, models' _is_macos / _macos_version, "
           "model._MLModelProxy = None", "coremltools' op tests predict only on macOS; here they run on the "
           "reference runtime", "coremltools 9.0", CONFORMANCE,
-          "interop/runtimes/mil/conformance_plugin.py:patch_coremltools"),
+          "interop/runtimes/mil/conformance_plugin.py:pretend_macos", "interop.runtimes.mil.conformance_plugin:pretend_macos"),
     Patch("conformance-predict", "coremltools",
           "MLModel.predict, MLModel.make_state, model._create_mlpackage, converters_entry.gc, "
           "op testing_utils.compare_backend", "predictions go to the reference runtime; stateful cases skip; "
           "temporary packages are removed per case; a young-generation gc per conversion; failures classified",
-          "coremltools 9.0", CONFORMANCE, "interop/runtimes/mil/conformance_plugin.py:patch_coremltools"),
+          "coremltools 9.0", CONFORMANCE, "interop/runtimes/mil/conformance_plugin.py:predict_here",
+          "interop.runtimes.mil.conformance_plugin:predict_here"),
     Patch("conformance-fusion-patterns", "coremltools",
           "the gelu / prelu fusion passes' pattern builders are cached (functools.cache)",
           "rebuilding the patterns is a third of converting a one-op test program", "coremltools 9.0", CONFORMANCE,
-          "interop/runtimes/mil/conformance_plugin.py:cache_fusion_patterns"),
+          "interop/runtimes/mil/conformance_plugin.py:cache_fusion_patterns",
+          "interop.runtimes.mil.conformance_plugin:cache_fusion_patterns"),
 )
 
 COREML_CONVERSION = ("coremltools-torch-ops", "coremltools-fp16-overflow-check")
