@@ -128,7 +128,7 @@ def render_check(result: dict[str, Any]) -> None:
         console.print(f"[yellow]! torch.jit.trace fails: {result['trace_error']} (the dynamo / torch.export routes remain)[/]")
     if result["ops"]:
         table = Table(title="ops that need attention")
-        names = result.get("targets") or ["onnx", "coreml"]
+        names = result.get("targets") or []
         for col in ["op", "where"] + names:
             table.add_column(col)
         for u in result["ops"]:

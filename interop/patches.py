@@ -108,7 +108,8 @@ PATCHES: tuple[Patch, ...] = (
           "torch._C.Graph._export_onnx is wrapped to leave large parameters out of the serialized model",
           "the TorchScript exporter serializes a second copy of every weight; interop stores one copy itself",
           "torch 2.13.0", "during the TorchScript ONNX export (interop build, bench)",
-          "interop/targets/onnx/weights.py:weights_apart (through patches.swapped)"),
+          "interop/targets/onnx/weights.py:export_params_apart",
+          "interop.targets.onnx.weights:export_params_apart"),
     Patch("onnx2torch-import-and-converters", "onnx2torch",
           "a placeholder torchvision module while onnx2torch is imported (removed right after); converters "
           "added to its registry for the ops and opset versions it lacks (sources/onnx_extra_ops.py, "
@@ -121,16 +122,18 @@ PATCHES: tuple[Patch, ...] = (
           "coremltools._deps._IS_MACOS, testing_utils._IS_MACOS, models' _is_macos / _macos_version, "
           "model._MLModelProxy = None", "coremltools' op tests predict only on macOS; here they run on the "
           "reference runtime", "coremltools 9.0", CONFORMANCE,
-          "interop/runtimes/mil/conformance_plugin.py:patch_coremltools"),
+          "interop/runtimes/mil/conformance_plugin.py:pretend_macos", "interop.runtimes.mil.conformance_plugin:pretend_macos"),
     Patch("conformance-predict", "coremltools",
           "MLModel.predict, MLModel.make_state, model._create_mlpackage, converters_entry.gc, "
           "op testing_utils.compare_backend", "predictions go to the reference runtime; stateful cases skip; "
           "temporary packages are removed per case; a young-generation gc per conversion; failures classified",
-          "coremltools 9.0", CONFORMANCE, "interop/runtimes/mil/conformance_plugin.py:patch_coremltools"),
+          "coremltools 9.0", CONFORMANCE, "interop/runtimes/mil/conformance_plugin.py:predict_here",
+          "interop.runtimes.mil.conformance_plugin:predict_here"),
     Patch("conformance-fusion-patterns", "coremltools",
           "the gelu / prelu fusion passes' pattern builders are cached (functools.cache)",
           "rebuilding the patterns is a third of converting a one-op test program", "coremltools 9.0", CONFORMANCE,
-          "interop/runtimes/mil/conformance_plugin.py:cache_fusion_patterns"),
+          "interop/runtimes/mil/conformance_plugin.py:cache_fusion_patterns",
+          "interop.runtimes.mil.conformance_plugin:cache_fusion_patterns"),
 )
 
 COREML_CONVERSION = ("coremltools-torch-ops", "coremltools-fp16-overflow-check")
@@ -165,6 +168,19 @@ def applied(*names: str) -> Iterator[None]:
                 undo()
 
 
+@contextlib.contextmanager
+def applying(name: str, *args: Any) -> Iterator[None]:
+    """Apply one patch whose implementation takes per-use state (``apply(*args) -> undo``) for
+    the duration of a block, then undo it (e.g. the ONNX export's parameters handed to a holder)."""
+    undo = _apply(name, *args)
+    _ACTIVE[name] = undo
+    try:
+        yield
+    finally:
+        _ACTIVE.pop(name, None)
+        undo()
+
+
 def install(name: str) -> None:
     """Apply a patch for the rest of the process (idempotent)."""
     if name not in _ACTIVE:
@@ -172,12 +188,12 @@ def install(name: str) -> None:
         _ACTIVE[name] = None
 
 
-def _apply(name: str) -> Undo:
+def _apply(name: str, *args: Any) -> Undo:
     patch = _BY_NAME[name]
     if patch.apply is None:
         raise ValueError(f"patch {name!r} is applied by {patch.where}, not through interop.patches")
     module, _, function = patch.apply.partition(":")
-    return getattr(importlib.import_module(module), function)()
+    return getattr(importlib.import_module(module), function)(*args)
 
 
 def listing() -> list[dict[str, Any]]:

@@ -30,6 +30,13 @@ from typing import Any
 from interop.errors import SpecError
 
 
+def _default_targets() -> list[str]:
+    """The registered targets marked ``default`` (Target.default): onnx, coreml."""
+    from interop import targets
+
+    return targets.default_names()
+
+
 @dataclass
 class BuildConfig:
     model: str = ""
@@ -37,7 +44,7 @@ class BuildConfig:
     dynamic: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     out: str | None = None
-    targets: list[str] = field(default_factory=lambda: ["onnx", "coreml"])
+    targets: list[str] = field(default_factory=lambda: _default_targets())
     precision: str = "fp16"
     factory: str | None = None
     trust: bool = False

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from interop.cli import app
 from interop.errors import SpecError
-from interop.stages.kinds import fill, parse_kind
+from interop.stages.value_kinds import fill, parse_kind
 from interop.stages.spec import Case, InputSpec, TensorSpec, apply_dynamic, case_shape, cases, make_sample, \
     parse_dynamic, parse_input, validate
 

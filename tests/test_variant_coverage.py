@@ -39,7 +39,7 @@ def test_a_no_op_int4_on_a_cnn_is_not_applicable_and_not_written(cnn_recipe):
 
 
 def test_a_recipe_keeps_one_named_layer_at_8_bits_to_meet_the_gate(cnn_recipe):
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     out, report = cnn_recipe
     row = _rows(report)[("coreml", "palettize4")]
@@ -113,9 +113,9 @@ def test_gemm_rewritten_to_matmul_computes_the_same_and_int4_takes_it(tmp_path, 
 
     from interop.runtimes.onnxruntime import run_onnx, session
     from interop.variants import VariantContext
-    from interop.variants.coverage import onnx_coverage
-    from interop.variants.onnx_gemm import gemm_to_matmul
-    from interop.variants.onnx_variants import int4
+    from interop.targets.onnx.measures import onnx_coverage
+    from interop.targets.onnx.gemm import gemm_to_matmul
+    from interop.targets.onnx.variants import int4
 
     base = tmp_path / "gemm.onnx"
     _gemm_model(base, trans_b, alpha, beta, bias)
@@ -137,7 +137,7 @@ def test_gemm_rewritten_to_matmul_computes_the_same_and_int4_takes_it(tmp_path, 
 
 def test_coreml_block_and_group_options_write_ios18_forms_the_runtime_decompresses(tmp_path):
     from interop import build
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     report = build(zoo.ZOO["cnn"].config(out=str(tmp_path), compress=["int4:block=16,palettize6:group=8"],
                                          targets=["coreml"], gate=["*:psnr=20,cosine=0.9,top1=0,top5=0"])).data
@@ -184,7 +184,7 @@ def test_int4_that_misses_at_the_default_block_ships_with_a_smaller_block(tmp_pa
     ships that, recording every block size tried (without the fallback the recipe would keep the
     one weight at 8 bits instead)."""
     from interop import BuildConfig, build
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     report = build(BuildConfig(model=f"{__name__}:two_scale_model", out=str(tmp_path), targets=["coreml"],
                                compress=["int4"])).data
@@ -209,7 +209,7 @@ def test_a_conv_weight_an_onnx_int8_recipe_keeps_is_int8_weight_only_not_fp32(tm
     from interop.runtimes.onnxruntime import run_onnx, session
     from interop.variants import VariantContext
     from interop.variants.coverage import onnx_coverage
-    from interop.variants.onnx_variants import int8
+    from interop.targets.onnx.variants import int8
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")

@@ -100,7 +100,7 @@ def test_variants_a_target_has_no_form_for_are_skipped_with_a_note(cnn_variants)
 
 
 def test_runtime_decompression_equals_coremltools_for_every_variant_written(cnn_variants):
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     out, _ = cnn_variants
     for name in ("int8", "palettize8"):
@@ -117,8 +117,8 @@ def test_runtime_decompression_equals_coremltools_for_ios18_forms_and_compositio
     decompresses in the runtime exactly as coremltools' numpy does."""
     import coremltools.optimize.coreml as cto
 
-    from interop.variants import coreml_variants as cv
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml import variants as cv
+    from interop.targets.coreml.decompression import check_package
 
     out, _ = cnn_variants
     base = cv._load(out / "cnn_model.mlpackage", cv.IOS18_SPEC)
@@ -149,7 +149,7 @@ def test_runtime_decompression_equals_coremltools_for_ios18_forms_and_compositio
 
 def test_decompression_check_can_fail(cnn_variants, monkeypatch):
     from interop.runtimes.mil import registry
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     out, _ = cnn_variants
     registry.get_kernel("constexpr_lut_to_dense")  # load the kernels first
@@ -205,7 +205,7 @@ def test_two_bit_palettized_layer_is_rejected_not_written_and_named(tmp_path, mo
     import coremltools.optimize.coreml as cto
 
     from interop import build, variants
-    from interop.variants import coreml_variants as cv
+    from interop.targets.coreml import variants as cv
 
     weight = "inner_down_1_weight_to_fp16"
 
@@ -266,7 +266,7 @@ def test_int8_passes_on_the_zoo_and_the_rest_is_measured(name, tmp_path):
 @pytest.mark.slow
 def test_int4_falls_back_per_channel_where_blocks_do_not_fit(tmp_path):
     from interop import build
-    from interop.variants.decompression import check_package
+    from interop.targets.coreml.decompression import check_package
 
     report = build(zoo.ZOO["cnn"].config(out=str(tmp_path), compress=["int4"], targets=["coreml"],
                                          gate=["int4:psnr=20,cosine=0.9,top1=0,top5=0"])).data

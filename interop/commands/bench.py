@@ -41,14 +41,6 @@ class Subject:
     artifacts: dict[str, Path]
     trust: bool = False  # bench's own --trust (re-exporting the source may load code); never the report's
 
-    @property
-    def onnx(self) -> Path | None:  # kept for callers of the two-target days
-        return self.artifacts.get("onnx")
-
-    @property
-    def coreml(self) -> Path | None:
-        return self.artifacts.get("coreml")
-
 
 def locate(path_text: str) -> Subject:
     """ARTIFACT is a build's ``.report.json`` or one of its artifacts; the other artifacts and
@@ -210,36 +202,23 @@ def render(result: dict[str, Any]) -> None:
         table.add_row(runtime, model, f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}", f"{lat['mean_ms']:.3f}",
                       str(lat["runs"]))
 
-    onnx = result.get("onnx")
-    if onnx:
-        row("onnxruntime", f"built, {onnx['built']['nodes']} nodes", onnx["built"])
-        un = onnx["unsimplified"]
-        row("onnxruntime", f"unsimplified, {un['nodes']} nodes" if "nodes" in un else "unsimplified", un, un["note"])
-    coreml = result.get("coreml")
-    if coreml:
-        row("coreml", "built", coreml["coreml"])
-        row("interop-mil", "built, per sample", coreml["interop-mil"],
-            "" if "skipped" in coreml["interop-mil"] else "Core ML reference runtime: a checker, not a deployment speed")
-    for name, value in result.items():  # other targets: one row per runtime they timed
-        if name in ("onnx", "coreml", "pytorch", "variants") or not isinstance(value, dict):
-            continue
-        for runtime, lat in value.items():
-            if isinstance(lat, dict) and ("p50_ms" in lat or "skipped" in lat):
-                row(runtime, f"{name}, built", lat)
-        if "skipped" in value:
-            row(name, "built", value)
+    from interop import targets
+
+    registered = targets.registered()
+    for name, value in result.items():  # each target's own rows (Target.bench_rows), then its variants'
+        if name in registered and isinstance(value, dict):
+            for runtime, model, lat, note in registered[name].bench_rows(value, "built"):
+                row(runtime, model, lat, note)
     for key, value in (result.get("variants") or {}).items():
-        if "built" in value:
-            row("onnxruntime", f"{key}, {value['ratio']}x size", value["built"])
-        for runtime in ("coreml", "interop-mil"):
-            if runtime in value:
-                row(runtime, f"{key}, {value['ratio']}x size", value[runtime])
+        owner = registered.get(key.split(":", 1)[0])
+        if owner is not None:
+            for runtime, model, lat, note in owner.bench_rows(value, f"{key}, {value['ratio']}x size"):
+                row(runtime, model, lat, note)
     if "pytorch" in result:
         row("pytorch", "source model", result["pytorch"])
     console = Console()
     console.print(table)
-    if onnx and "speedup_p50" in onnx:
-        notes.insert(0, f"built ONNX model vs the unsimplified export: p50 speed-up {onnx['speedup_p50']:.2f}x "
-                        "(above 1: the built model is faster)")
+    notes[:0] = [n for name, value in result.items() if name in registered and isinstance(value, dict)
+                 for n in registered[name].bench_notes(value)]
     for note in notes:
         console.print(f"  {note}", highlight=False, soft_wrap=True)

@@ -27,7 +27,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
                               "outputs": prep.names, "ops": [], "targets": [t.name for t in chosen], "hazards": [h.line() for h in prep.hazards if h.blocking],
                               "trace_warnings": [h.line() for h in prep.hazards if not h.blocking]}
     result["cases"] = [{"name": c.name, "sizes": dict(c.sizes)} for c in prep.cases]  # --samples keys <input>@<case>
-    if source.format == "onnx":
+    if getattr(source, "model_proto", None) is not None:  # an ONNX source (a converted graph)
         chosen = _onnx_source_check(source, prep, chosen, result)
     result["no_torchscript"] = bool(getattr(config, "no_torchscript", False))
     if result["no_torchscript"]:
@@ -43,7 +43,7 @@ def check_model(config: BuildConfig) -> dict[str, Any]:
             ops = op_report(prep.trace.traced.inlined_graph, config.opset, chosen)
         result["ops"] = [u.to_json() for u in ops]
         result["blocked_targets"] = sorted({t for u in ops for t in u.blocking()})
-    _fp16_check(result, prep, spec, config, [t.name for t in chosen])
+    _target_checks(result, prep, spec, config, chosen)
     blocking = result.get("blocked_targets")
     if result.get("converter_blocked"):
         blocking = sorted(set(blocking or []) | set(result["converter_blocked"]))
@@ -77,30 +77,24 @@ def _onnx_source_check(source: Any, prep: Any, chosen: list[Any], result: dict[s
 
     result["onnx_ops"] = onnx_convert.unsupported_ops(source.model_proto)
     result["conversion"] = prep.conversion
-    module_targets = [t for t in chosen if t.name != "onnx"]
+    module_targets = [t for t in chosen if not t.reads_source(source, prep)]
     if prep.conversion_problem:
         result["converter_blocked"] = [t.name for t in module_targets]
     return module_targets
 
 
-def _fp16_check(result: dict[str, Any], prep: Any, spec: Any, config: BuildConfig, chosen: list[str]) -> None:
-    """An intermediate value beyond fp16's range: at --precision fp16 Core ML disagrees (blocked);
-    at auto the build keeps those ops in fp32 (a hint, not a block). The hint is the build's own
-    (stages/preflight.overflow_hint)."""
-    from interop.stages.preflight import fp16_overflow
-    from interop.stages.preflight import overflow_hint
-
-    if "coreml" not in chosen or config.precision not in ("fp16", "auto") or prep.module is None:
-        return
-    where = fp16_overflow(prep.module, prep.ref.samples["example"][0], spec.names())
-    if where:
-        op, path, value = where
-        hint = overflow_hint(f"{op} in {path}", config.precision)
-        result["fp16_overflow"] = {"op": op, "where": path, "max_abs": value, "hint": hint}
-        result.setdefault("hints", []).append(hint)
-        if config.precision == "auto":
-            return
-        result["ops"].append({"op": op, "where": [path], "onnx": "ok",
-                              "coreml": f"overflows fp16 (max |value| {value:.3g} > 65504): Core ML at --precision "
-                                        f"fp16 gives Inf here — build with --precision auto or fp32"})
-        result["blocked_targets"] = sorted(set(result.get("blocked_targets", [])) | {"coreml"})
+def _target_checks(result: dict[str, Any], prep: Any, spec: Any, config: BuildConfig, chosen: list[Any]) -> None:
+    """Each chosen target's own checks (``Target.check_model``): its op rows say ``ok`` for the
+    other targets, and a target with a row naming a problem is blocked."""
+    names = [t.name for t in chosen]
+    for target in chosen:
+        found = dict(target.check_model(prep, spec, config) or {})
+        rows = found.pop("ops", [])
+        hints = found.pop("hints", [])
+        if hints:
+            result.setdefault("hints", []).extend(hints)
+        result.update(found)
+        for row in rows:
+            result["ops"].append({**{n: "ok" for n in names}, **row})
+        if rows:
+            result["blocked_targets"] = sorted(set(result.get("blocked_targets", [])) | {target.name})

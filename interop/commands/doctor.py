@@ -9,8 +9,14 @@ import sys
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("torch", "coremltools", "onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy", "coreai-torch",
-            "coreai-core")
+BASE_PACKAGES = ("torch", "numpy")  # every target's packages come from the target (Target.packages)
+
+
+def packages() -> tuple[str, ...]:
+    """The distributions doctor reports: interop's own, then every registered target's."""
+    from interop import targets
+
+    return BASE_PACKAGES + tuple(p for p in targets.packages() if p not in BASE_PACKAGES)
 COREMLTOOLS_TESTED_TORCH = {"9": (2, 7)}  # coremltools major -> newest torch it was tested with
 
 
@@ -49,15 +55,11 @@ def _tuple(v: str | None) -> tuple[int, ...]:
 
 def diagnose() -> dict[str, Any]:
     found = _dist_info_versions()
-    versions = {p: _version(p, found) for p in PACKAGES}
+    from interop import targets
+
+    versions = {p: _version(p, found) for p in packages()}
     problems = known_bad(versions)
-    darwin = platform.system() == "Darwin"
-    runtimes = {
-        "onnxruntime": bool(versions["onnxruntime"]),
-        "coreml (native)": darwin and bool(versions["coremltools"]),
-        "interop-mil (Core ML reference runtime)": bool(versions["coremltools"]),
-        "coreai-runtime (coreai-core, .aimodel)": _coreai_runs(versions),
-    }
+    runtimes = {label: runs for t in targets.registered().values() for label, runs in t.doctor(versions).items()}
     return {"platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "python": platform.python_version(), "versions": versions, "runtimes": runtimes, "problems": problems,
             "patches": patch_listing(found), "no_torchscript": no_torchscript()}
@@ -85,19 +87,12 @@ def patch_listing(found: dict[str, str] | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def _coreai_runs(versions: dict[str, str | None]) -> bool:
-    """Whether coreai-core's bundled runtime loads here (the optional coreai target's verifier)."""
-    if not versions.get("coreai-core"):
-        return False
-    from interop.runtimes.coreai import unavailable
-
-    return unavailable(convert=False, modules=("coreai.runtime",)) is None
-
-
 def known_bad(versions: dict[str, str | None]) -> list[str]:
     problems = []
     np_v, ct_v, torch_v = (_tuple(versions.get(k)) for k in ("numpy", "coremltools", "torch"))
-    missing = [p for p in ("torch", "coremltools", "onnx", "onnxruntime") if not versions.get(p)]
+    from interop import targets
+
+    missing = [p for p in ["torch", *targets.packages(default_only=True)] if not versions.get(p)]
     if missing:
         problems.append(f"missing: {', '.join(missing)} — run `make demo` or pip install the package")
     if versions.get("coremltools") and ct_v[0] == 9 and np_v >= (2, 4):

@@ -15,7 +15,7 @@ from typing import Any
 from interop.fleet.manifest import ModelEntry, is_factory
 
 RECORD = "fleet.json"
-DEPENDENCIES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "coremltools", "numpy")
+BASE_DEPENDENCIES = ("torch", "numpy")  # and the default targets' packages (Target.packages)
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +31,9 @@ def versions() -> dict[str, str]:
     for path in sorted(root.rglob("*.py")):
         code.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     found = {"interop": _version.__version__, "interop-code": code.hexdigest()[:16], "python": sys.version.split()[0]}
-    for name in DEPENDENCIES:
+    from interop import targets
+
+    for name in dict.fromkeys([*BASE_DEPENDENCIES, *targets.packages(default_only=True)]):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

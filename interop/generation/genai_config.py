@@ -32,8 +32,11 @@ def ship_lm_folder(source: Any, work: Path, out_folder: Path, report: Any) -> No
     ONNX model (og.Tokenizer reads ``tokenizer.json`` + ``tokenizer_config.json``; Optimum's
     ORTModelForCausalLM needs ``config.json``)."""
     from interop.sources.hf_folder import ship_folder_files
-    from interop.sources.hf_ship import set_generation_metadata
+    from interop import targets
 
     ship_folder_files(source, work, out_folder, report)
-    built = {t: Path(p) for t, p in report.artifacts.items() if report.data["targets"].get(t, {}).get("status") == "ok"}
-    set_generation_metadata(built, getattr(source, "card", None) or {})
+    card = getattr(source, "card", None) or {}
+    known = targets.registered()
+    for name, path in report.artifacts.items():
+        if card and name in known and report.data["targets"].get(name, {}).get("status") == "ok":
+            known[name].write_card(Path(path), card)  # the generation export writes neither field

@@ -417,20 +417,24 @@ def NamedIO(model: Any, inputs: list[str], outputs: list[str], **options: Any) -
     return _named_io_class()(model, inputs, outputs, **options)
 
 
-def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, target: str = "onnx") -> None:
+def ship_folder_files(source: Any, work: Path, out_folder: Path, report: Any, target: str | None = None) -> None:
     """Copy the folder's config, tokenizer and processor files into the work folder as companions
     of the ONNX artifact, so the output folder loads in Optimum / onnxruntime-genai as it is (not
     when the output folder is the model folder itself: they are there already); a labelled
     classifier's ONNX model also outputs ``logits`` (sources/hf_ship.py)."""
+    from interop import targets
     from interop.sources import hf_ship
 
     files = getattr(source, "folder_files", None)
+    if target is None:  # the target whose artifact the folder's clients load (Target.carries_folder_files)
+        target = next((t.name for t in targets.registered().values() if t.carries_folder_files), None)
     if not files or target not in report.companions:
         return
-    onnx_path = report.artifacts.get(target)
-    if target == "onnx" and onnx_path is not None and hf_ship.expose_logits(Path(onnx_path)):
-        report.data["targets"]["onnx"].setdefault("notes", []).append(
-            "output 'logits' added (the input of the softmax making classLabelProbs), as Optimum reads it")
+    artifact = report.artifacts.get(target)
+    if artifact is not None and target in targets.registered():
+        notes = targets.registered()[target].ship_for_clients(Path(artifact))
+        if notes:
+            report.data["targets"][target].setdefault("notes", []).extend(notes)
     try:
         if out_folder.resolve() == Path(source.path).resolve():
             return

@@ -112,38 +112,3 @@ def _yaml(text: str) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def set_generation_metadata(paths: dict[str, Path], meta: dict[str, str]) -> None:
-    """License/description into a text-generation build's ONNX model and Core ML package (the
-    generation export writes neither)."""
-    if not meta:
-        return
-    if "onnx" in paths:
-        import onnx
-
-        model = onnx.load(str(paths["onnx"]), load_external_data=False)
-        props = {p.key: p for p in model.metadata_props}
-        for key, value in meta.items():
-            prop = props.get(key) or model.metadata_props.add()
-            prop.key, prop.value = key, value
-        onnx.save_model(model, str(paths["onnx"]))
-    if "coreml" in paths:
-        import coremltools as ct
-
-        from interop.support.quiet import captured
-
-        import shutil
-
-        path = Path(paths["coreml"])
-        fresh = path.with_name(path.name + ".meta")
-        with captured():
-            package = ct.models.MLModel(str(path), skip_model_load=True)
-            if "license" in meta:
-                package.license = meta["license"]
-            if "description" in meta:
-                package.short_description = meta["description"]
-            package.save(str(fresh))  # not over the package its weights are read from
-        del package
-        shutil.rmtree(path)
-        fresh.rename(path)

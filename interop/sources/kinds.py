@@ -10,7 +10,7 @@ from interop.sources import SourceKind, register_source
 
 
 @register_source
-class PytorchSource(SourceKind):
+class PytorchFileKind(SourceKind):
     """TorchScript, ``.pt2`` ExportedProgram, pickled module, state_dict + factory, MODULE:FN
     (torch_files sniffs which)."""
 
@@ -28,7 +28,7 @@ class PytorchSource(SourceKind):
 
 
 @register_source
-class OnnxSource(SourceKind):
+class OnnxFileKind(SourceKind):
     """An ``.onnx`` file: ONNX Runtime on the file is the reference; targets built from a module
     build from the graph converted to PyTorch (sources/onnx_file.py, sources/onnx_convert.py)."""
 

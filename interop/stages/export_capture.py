@@ -69,7 +69,7 @@ class ExportCapture:
                 raise ExportError(f"torch.export's run_decompositions failed: {first_line(exc)}",
                                   hint="report this with the model") from exc
 
-        return self._cached(("coreml", dynamic), decompose)
+        return self._cached(("decomposed", dynamic), decompose)
 
     def _cached(self, key: tuple[str, bool], make: Any) -> Any:
         if key not in self._programs:

@@ -141,13 +141,16 @@ class OutputFolder:
         self._swap(work, names, [r for r in removals if r not in names])
 
     def _stage_artifacts(self, report: Any, ship: list[str], staged: Path, keep_failed: bool) -> list[str]:
+        from interop import targets
+
         names = []
         for target, path in list(report.artifacts.items()):
             report.data["targets"][target]["shipped"] = target in ship
+            suffix = targets.get(target).suffix  # the target's whole suffix (.mlp.npz, not .npz)
             if target in ship:
-                final = self.final(path.suffix)
+                final = self.final(suffix)
             elif keep_failed:
-                final = self.final(".FAILED" + path.suffix)
+                final = self.final(".FAILED" + suffix)
             else:
                 report.set_path(target, None)
                 continue
@@ -156,7 +159,7 @@ class OutputFolder:
             names.append(final.name)
             for companion in report.companions.get(target, []):  # ONNX external data
                 if companion.exists():  # named as the model's external-data location says
-                    renamed = companion.name.endswith(".onnx.data") and self.work_stem == self.stem
+                    renamed = companion.name == path.name + ".data" and self.work_stem == self.stem
                     name = final.name + ".data" if renamed else companion.name
                     os.replace(companion, staged / name)
                     names.append(name)

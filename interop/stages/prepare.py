@@ -18,7 +18,7 @@ from interop.stages.preflight import (Hazard, fail_on_hazards, name_unrolled, se
 from interop.stages.preprocess import PROBS, ImageInput, image_input, looks_like_probabilities, wrap
 from interop.support.quiet import Noise, captured
 from interop.runtimes.torch_ref import run_torch
-from interop.stages.kinds import load_sampler
+from interop.stages.value_kinds import load_sampler
 from interop.stages.samples import draw, read_samples
 from interop.stages.spec import Case, InputSpec, case_shape, cases, example_size, fallback_sizes, make_sample, other_size
 from interop.stages.outputs import output_keys
@@ -30,7 +30,7 @@ class Reference:
 
     samples: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     outputs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
-    sampler: Any = None  # the --sampler (stages/kinds.Sampler), also used for the export sample
+    sampler: Any = None  # the --sampler (stages/value_kinds.Sampler), also used for the export sample
     user: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)  # --samples, per case
     compare_where: dict[str, tuple[str, bool]] = field(default_factory=dict)  # --compare-where: output -> mask
 

@@ -1,5 +1,5 @@
 """One place draws the seeded samples of a build: every route (PyTorch sources, ONNX sources,
-verify, bench) gets the same inputs for the same spec, case and seed. Value kinds (stages/kinds.py)
+verify, bench) gets the same inputs for the same spec, case and seed. Value kinds (stages/value_kinds.py)
 hold at every case; a ``--sampler`` (kinds.Sampler) replaces the inputs it returns."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ inputs drawn from them.
 Text forms (the CLI contract):
     --input  NAME:SHAPE[:DTYPE[:LOW..HIGH]][:KIND[=REF]]
                                                 x:1x3x224x224   ids:2x16:int64:0..999
-                                                offsets:4:int64:offsets=indices  (kinds: stages/kinds.py)
+                                                offsets:4:int64:offsets=indices  (kinds: stages/value_kinds.py)
     --dynamic NAME:AXIS=DIM[:MIN..MAX[/STEP]]   x:0=batch:1..64   image:2=height:64..640/32
                                                 (/STEP: only multiples of STEP; every size tested is one)
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interop.errors import SpecError
-from interop.stages.kinds import KIND_DTYPE, check_kinds, fill, is_kind_field, parse_kind
+from interop.stages.value_kinds import KIND_DTYPE, check_kinds, fill, is_kind_field, parse_kind
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 _ALIASES = {"float": "float32", "fp32": "float32", "fp16": "float16", "half": "float16", "double": "float64",
@@ -48,7 +48,7 @@ class DynamicAxis:
 @dataclass
 class TensorSpec:
     """One model input: its example shape, dtype, sample value range and dynamic axes; ``kind``
-    (``offsets=indices:0``, ``mask``, ... see stages/kinds.py) constrains its values, ``sampler``
+    (``offsets=indices:0``, ``mask``, ... see stages/value_kinds.py) constrains its values, ``sampler``
     records the ``--sampler`` that drew them."""
 
     name: str

@@ -1,13 +1,13 @@
 """The one plugin registry: targets, source kinds and compressed variants each keep one.
 
 Entries are added by a decorator in their own module; the modules listed as built-in are imported
-on first use (so `interop --help` imports none of them), and a key registered twice is an error.
+on first use (so `interop --help` imports none of them; a callable names them then), and a key registered twice is an error.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 
 class RegistrationError(RuntimeError):
@@ -15,7 +15,7 @@ class RegistrationError(RuntimeError):
 
 
 class Registry:
-    def __init__(self, what: str, builtin: tuple[str, ...]):
+    def __init__(self, what: str, builtin: "tuple[str, ...] | Callable[[], tuple[str, ...]]"):
         self.what = what  # "a target named", "variant" ...: how the error names an entry
         self.builtin = builtin
         self._items: dict[Hashable, Any] = {}
@@ -34,6 +34,6 @@ class Registry:
         """Every entry, in registration order (built-ins first)."""
         if not self._loaded:
             self._loaded = True
-            for module in self.builtin:
+            for module in self.builtin() if callable(self.builtin) else self.builtin:
                 importlib.import_module(module)
         return dict(self._items)

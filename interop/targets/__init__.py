@@ -21,6 +21,7 @@ _REGISTRY = Registry("a target named", BUILTIN)
 
 def register_target(cls: type) -> type:
     """Class decorator: register one instance of a Target subclass under its ``name``."""
+    registered()  # built-ins first, whenever a plugin registers (the registry loads them lazily)
     target = cls()
     if not target.name or not target.suffix:
         raise RegistrationError(f"{cls.__name__} needs a name and a suffix")
@@ -68,3 +69,12 @@ def for_path(path: Any) -> Any | None:
         if target.owns(path):
             return target
     return None
+
+
+def packages(default_only: bool = False) -> list[str]:
+    """The distributions the registered targets (or only the default ones) convert and run with."""
+    found: list[str] = []
+    for target in registered().values():
+        if target.default or not default_only:
+            found += [p for p in target.packages if p not in found]
+    return found

@@ -3,9 +3,10 @@
 A variant takes a target's verified base artifact (in the build's work folder) and writes
 ``<stem>.<variant><suffix>`` beside it with the library's own compression API (onnxruntime.
 quantization, coremltools.optimize). Variants are registered by ``(target, variant)``, like
-targets by name: ``@register_variant("onnx", "int8")`` on a function ``make(base, out, vctx) ->
-info``. A pair nobody registered is reported as skipped with the note in ``NOT_APPLICABLE`` (or a
-generic one); the modules in ``BUILTIN`` are imported on first use.
+targets by name: ``@register_variant(<target name>, "int8")`` on a function ``make(base, out, vctx)
+-> info``, in a module of the target's folder that the target lists in ``variant_modules``
+(imported on first use). A pair nobody registered is reported as skipped with the target's
+``not_applicable`` note (or a generic one).
 
 The build side (verdict, localisation, report rows) is :mod:`interop.variants.build`; gates are
 data in :mod:`interop.variants.gates`.
@@ -22,14 +23,16 @@ from interop.support.registry import Registry
 
 KNOWN = ("int8", "int4", "palettize4", "palettize6", "palettize8", "fp16", "int8-static")
 NEEDS_CALIBRATION = ("int8-static",)
-BUILTIN = ("interop.variants.onnx_variants", "interop.variants.coreml_variants")
-NOT_APPLICABLE: dict[tuple[str, str], str] = {
-    ("onnx", "palettize4"): "palettization (k-means lookup tables) has no ONNX form: skipped",
-    ("onnx", "palettize6"): "palettization (k-means lookup tables) has no ONNX form: skipped",
-    ("onnx", "palettize8"): "palettization (k-means lookup tables) has no ONNX form: skipped",
-    ("coreml", "fp16"): "Core ML's default precision already is fp16 (the base package, --precision fp16): skipped",
-}
-_REGISTRY = Registry("variant", BUILTIN)
+
+
+def _target_variant_modules() -> tuple[str, ...]:
+    """The modules registering variants: each registered target's ``variant_modules`` (its folder)."""
+    from interop import targets
+
+    return tuple(m for t in targets.registered().values() for m in t.variant_modules)
+
+
+_REGISTRY = Registry("variant", _target_variant_modules)
 
 
 @dataclass
@@ -76,7 +79,13 @@ def get(target: str, name: str) -> Variant | None:
 
 
 def skip_note(target: str, name: str) -> str:
-    return NOT_APPLICABLE.get((target, name), f"interop has no {name} variant of {target} artifacts: skipped")
+    """Why a (target, variant) nobody registered is skipped: the target's own ``not_applicable``
+    note, or a generic one."""
+    from interop import targets
+
+    owner = targets.registered().get(target)
+    note = owner.not_applicable.get(name) if owner is not None else None
+    return note or f"interop has no {name} variant of {target} artifacts: skipped"
 
 
 OPTIONS: dict[str, dict[str, str]] = {  # variant -> option -> what it sets

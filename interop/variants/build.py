@@ -100,6 +100,7 @@ def compress_into(row: dict[str, Any], out: Path, make: Any, who: str, report: A
     that cannot compress the model is a failed variant (False), not a crash. A variant that
     compresses too little is ``not-applicable``: removed, not judged, not shipped (False). The
     written variant is registered for the commit."""
+    from interop import targets
     from interop.errors import first_line
     from interop.variants import coverage
 
@@ -115,7 +116,7 @@ def compress_into(row: dict[str, Any], out: Path, make: Any, who: str, report: A
     row.update(bytes=size_of(out), seconds=round(time.perf_counter() - started, 3))
     row["ratio"] = round(row["bytes"] / max(1, _base_bytes(report, target)), 4)
     try:
-        row["coverage"] = coverage.measure(target, report.artifacts[target], out)
+        row["coverage"] = coverage.measure(targets.get(target), report.artifacts[target], out)
     except Exception as exc:  # a measure that cannot read the artifact says so; the gate still judges it
         row["coverage"] = None
         row["coverage_error"] = first_line(exc)
@@ -169,7 +170,7 @@ def _where(target: Any, base: Path, out: Path, rows: list[Any], ref: Any, spec: 
     worst = min(rows, key=lambda r: r.psnr_db)
     sample = ref.samples[worst.case][worst.sample]
     feed = target.feed(spec, sample)
-    found = where(target.name, base, out, feed, gate)
+    found = where(target, base, out, feed, gate)
     return found or f"output {worst.output!r} (no intermediate tensor departs past the gate before it)"
 
 

@@ -2,7 +2,7 @@
 KV-cache ONNX model and of the stateful Core ML package, each judged by the generation check.
 
 * ONNX ``int8``: the very function the variants package registers for ONNX int8
-  (:func:`interop.variants.onnx_variants.int8`: weight-only 8-bit ``MatMulNBits``, int8 Gather);
+  (:func:`interop.targets.onnx.variants.int8`: weight-only 8-bit ``MatMulNBits``, int8 Gather);
 * Core ML ``int8``: ``coremltools.optimize.coreml.linear_quantize_weights``, int8 symmetric per
   output channel, of every weight with at least ``MIN_WEIGHT_ELEMENTS`` values (a global config:
   coremltools' ``get_weights_metadata``, which the by-name selection of the other variants uses,

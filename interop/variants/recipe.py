@@ -61,17 +61,6 @@ def rel_error(base: Any, got: Any) -> float | None:
     return float(np.mean((b - g) ** 2)) / peak ** 2
 
 
-def _outputs(target: str, path: Path, feed: dict[str, np.ndarray]) -> dict[str, Any]:
-    if target == "coreml":
-        from interop.runtimes import mil
-
-        return mil.load_model(path).predict(feed)
-    from interop.runtimes.onnxruntime import run_onnx, session
-
-    sess = session(str(path))
-    return dict(zip([o.name for o in sess.get_outputs()], run_onnx(sess, feed)))
-
-
 def output_error(want: dict[str, Any], got: dict[str, Any]) -> float:
     """The worst output's relative error (inf when an output is missing or not finite)."""
     errors = [rel_error(np.asarray(w), np.asarray(got[n])) if n in got else float("inf") for n, w in want.items()]
@@ -83,12 +72,12 @@ def sensitivity(target: Any, variant: Any, base: Path, probe: Path, vctx: Any, f
                 candidates: list[str]) -> dict[str, float]:
     """Weight -> the model's output error when only that weight is compressed (everything else
     as in the base artifact), on ``feed``: each weight's own contribution, measured."""
-    want = _outputs(target.name, base, feed)
+    want = target.outputs_by_name(base, feed)
     scores: dict[str, float] = {}
     for name in candidates:
         variant.make(base, probe, dataclasses.replace(vctx, only=(name,), keep=()))
         try:
-            scores[name] = output_error(want, _outputs(target.name, probe, feed))
+            scores[name] = output_error(want, target.outputs_by_name(probe, feed))
         finally:
             _remove(probe)
     return scores
@@ -100,20 +89,9 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _weights(target: str, base: Path) -> dict[str, int]:
-    """Weight name -> bytes in the base artifact (:mod:`interop.variants.coverage`)."""
-    from interop.variants import coverage
-
-    if target == "coreml":
-        import coremltools as ct
-
-        from interop.support.quiet import captured
-
-        with captured():
-            found = coverage.coreml_weights(ct.models.MLModel(str(base), skip_model_load=True))
-    else:
-        found = coverage.onnx_weights(base)
-    return {n: size for n, (_, size) in found.items()}
+def _weights(target: Any, base: Path) -> dict[str, int]:
+    """Weight name -> bytes in the base artifact (the target's ``weights``, as coverage counts them)."""
+    return {n: size for n, (_, size) in target.weights(base).items()}
 
 
 def _feed(target: Any, ctx: Any) -> dict[str, np.ndarray]:
@@ -179,7 +157,7 @@ def mixed_precision(target: Any, variant: Any, out: Path, base: Path, ctx: Any, 
     from interop.errors import first_line
 
     try:
-        sizes = _weights(target.name, base)
+        sizes = _weights(target, base)
         candidates = sorted(sizes, key=lambda n: -sizes[n])[:MAX_PROBED]
         probe = out.with_name(f"probe.{out.name}")
         scores = sensitivity(target, variant, base, probe, vctx, _feed(target, ctx), candidates)

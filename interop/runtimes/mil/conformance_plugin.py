@@ -74,14 +74,23 @@ def pytest_configure(config: Any) -> None:
 
 
 def patch_coremltools() -> None:
-    """Pretend to be macOS for the test utilities; send predictions to the reference runtime."""
+    """Pretend to be macOS for the test utilities; send predictions to the reference runtime:
+    interop.patches' ``conformance-*`` entries, installed for the session through the inventory."""
+    from interop import patches
+
+    for name in ("conformance-macos", "conformance-predict", "conformance-fusion-patterns"):
+        patches.install(name)
+
+
+def pretend_macos() -> Any:
+    """The ``conformance-macos`` patch (its undo returned)."""
     import coremltools._deps as deps
-    import coremltools.converters._converters_entry as converters_entry
-    import coremltools.converters.mil.mil.ops.tests.testing_utils as op_testing_utils
     import coremltools.converters.mil.testing_utils as testing_utils
     import coremltools.models._compiled_model as compiled_model
     import coremltools.models.model as model
     import coremltools.models.utils as utils
+
+    from interop.patches import swap
 
     def is_macos() -> bool:
         return True
@@ -89,19 +98,29 @@ def patch_coremltools() -> None:
     def macos_version() -> tuple[int, int]:
         return MACOS_VERSION
 
-    deps._IS_MACOS = True
-    testing_utils._IS_MACOS = True
+    undos = [swap(deps, "_IS_MACOS", True), swap(testing_utils, "_IS_MACOS", True)]
     for module in (utils, model, compiled_model):
         if hasattr(module, "_is_macos"):
-            module._is_macos = is_macos
-        module._macos_version = macos_version
-    model._MLModelProxy = None  # MLModel(...) must never try to load Core ML.framework
-    model.MLModel.predict = reference_predict
-    model._create_mlpackage = _tracked(model._create_mlpackage)
-    model.MLModel.make_state = reference_make_state
-    cache_fusion_patterns()
-    converters_entry.gc = YoungGC()
-    op_testing_utils.compare_backend = classify_mismatches(op_testing_utils.compare_backend)
+            undos.append(swap(module, "_is_macos", is_macos))
+        undos.append(swap(module, "_macos_version", macos_version))
+    undos.append(swap(model, "_MLModelProxy", None))  # MLModel(...) must never try to load Core ML.framework
+    return lambda: [undo() for undo in reversed(undos)]
+
+
+def predict_here() -> Any:
+    """The ``conformance-predict`` patch (its undo returned)."""
+    import coremltools.converters._converters_entry as converters_entry
+    import coremltools.converters.mil.mil.ops.tests.testing_utils as op_testing_utils
+    import coremltools.models.model as model
+
+    from interop.patches import swap
+
+    undos = [swap(model.MLModel, "predict", reference_predict),
+             swap(model, "_create_mlpackage", _tracked(model._create_mlpackage)),
+             swap(model.MLModel, "make_state", reference_make_state),
+             swap(converters_entry, "gc", YoungGC()),
+             swap(op_testing_utils, "compare_backend", classify_mismatches(op_testing_utils.compare_backend))]
+    return lambda: [undo() for undo in reversed(undos)]
 
 
 PACKAGES: list[str] = []
@@ -134,7 +153,7 @@ class YoungGC:
         return gc.collect(min(generation, 1))
 
 
-def cache_fusion_patterns() -> None:
+def cache_fusion_patterns() -> Any:
     """Build the pattern programs of coremltools' gelu / prelu fusion passes once, not per case.
 
     Rebuilding them is about a third of converting a one-op test program. They are only matched
@@ -143,11 +162,15 @@ def cache_fusion_patterns() -> None:
     """
     from coremltools.converters.mil.mil.passes.defs import optimize_activation as act
 
+    from interop.patches import swap
+
+    undos = []
     for owner, name in ((act.fuse_gelu_tanh_approximation, "get_gelu_pattern1"),
                         (act.fuse_gelu_tanh_approximation, "get_gelu_pattern2"),
                         (act.FusePreluPattern1, "get_prelu_pattern"),
                         (act.FusePreluPattern2, "get_prelu_pattern")):
-        setattr(owner, name, staticmethod(functools.cache(getattr(owner, name))))
+        undos.append(swap(owner, name, staticmethod(functools.cache(getattr(owner, name)))))
+    return lambda: [undo() for undo in reversed(undos)]
 
 
 class ValueMismatch(AssertionError):

@@ -270,6 +270,13 @@ class CoreaiTarget(Target):
     default = False  # opt-in while coreai-torch / coreai-core are beta
     stage = "converting to Core AI"
     verify_stage = "executing the Core AI model"
+    display_name = "Core AI"
+    packages = runtime.PACKAGES
+
+    def doctor(self, versions: dict[str, str | None]) -> dict[str, bool]:
+        """Whether coreai-core's bundled runtime loads here (this optional target's verifier)."""
+        runs = bool(versions.get("coreai-core")) and runtime.unavailable(convert=False, modules=("coreai.runtime",)) is None
+        return {"coreai-runtime (coreai-core, .aimodel)": runs}
 
     def precision(self, config: Any) -> str:
         return "fp32" if config.precision == "fp32" else "fp16"  # --precision auto: fp16 here

@@ -348,6 +348,11 @@ class CoremlTarget(Target):
     default = True
     stage = "converting to Core ML"
     verify_stage = "executing the Core ML package"
+    display_name = "Core ML"
+    packages = ("coremltools",)
+    variant_modules = ("interop.targets.coreml.variants",)
+    not_applicable = {"fp16": "Core ML's default precision already is fp16 (the base package, --precision fp16): skipped"}
+    RUNTIMES = ("coreml", "interop-mil")
 
     def precision(self, config: Any) -> str:
         from interop.targets.coreml.precision import compute_precision
@@ -508,6 +513,25 @@ class CoremlTarget(Target):
             except Exception as exc:
                 yield "coreml", None, first_line(exc)
 
+    def write_card(self, path: Path, card: dict[str, str]) -> None:
+        import shutil
+
+        import coremltools as ct
+
+        from interop.support.quiet import captured
+
+        fresh = path.with_name(path.name + ".meta")
+        with captured():
+            package = ct.models.MLModel(str(path), skip_model_load=True)
+            if "license" in card:
+                package.license = card["license"]
+            if "description" in card:
+                package.short_description = card["description"]
+            package.save(str(fresh))  # not over the package its weights are read from
+        del package
+        shutil.rmtree(path)
+        fresh.rename(path)
+
     def metadata(self, path: Path) -> dict[str, str]:
         from interop.targets.coreml.bench import coreml_metadata
 
@@ -525,6 +549,49 @@ class CoremlTarget(Target):
 
     def feed(self, spec: Any, sample: dict[str, Any]) -> dict[str, Any]:
         return coreml_feed(spec, sample)
+
+    def check_model(self, prep: Any, spec: Any, config: Any) -> dict[str, Any]:
+        from interop.targets.coreml.support import fp16_overflow_check
+
+        return fp16_overflow_check(self.name, prep, spec, config)
+
+    def doctor(self, versions: dict[str, str | None]) -> dict[str, bool]:
+        import platform
+
+        return {"coreml (native)": platform.system() == "Darwin" and bool(versions.get("coremltools")),
+                "interop-mil (Core ML reference runtime)": bool(versions.get("coremltools"))}
+
+    def bench_rows(self, timed: dict[str, Any], label: str) -> list[tuple[str, str, dict[str, Any], str]]:
+        built = label == "built"
+        rows = [("coreml", label, timed["coreml"], "")] if "coreml" in timed else []
+        if "interop-mil" in timed:
+            mil = timed["interop-mil"]
+            note = "Core ML reference runtime: a checker, not a deployment speed" if built and "skipped" not in mil else ""
+            rows.append(("interop-mil", "built, per sample" if built else label, mil, note))
+        return rows
+
+    def locate_departure(self, base: Path, variant: Path, feed: dict[str, Any], gate: Any) -> str | None:
+        from interop.targets.coreml.measures import coreml_where
+
+        return coreml_where(base, variant, feed, gate)
+
+    def outputs_by_name(self, path: Path, feed: dict[str, Any]) -> dict[str, Any]:
+        from interop.runtimes import mil
+
+        return mil.load_model(path).predict(feed)
+
+    def weights(self, path: Path) -> dict[str, tuple[str, int]]:
+        import coremltools as ct
+
+        from interop.targets.coreml.measures import coreml_weights
+
+        with captured():
+            return coreml_weights(ct.models.MLModel(str(path), skip_model_load=True))
+
+    def coverage(self, base: Path, variant: Path) -> dict[str, Any] | None:
+        from interop.targets.coreml.measures import coreml_coverage
+
+        return coreml_coverage(base, variant)
 
     def op_support(self, kind: str, opset: int | None) -> str:
         from interop.targets.coreml.support import coreml_support

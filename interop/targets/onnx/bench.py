@@ -47,7 +47,7 @@ def unsimplified(subject: Any, workdir: Path) -> tuple[Path | None, str, Any]:
     if entry.get("status") != "ok":
         return None, "not available: the build has no ONNX model", None
     if not entry.get("simplified", True):
-        return subject.onnx, "the build kept the unsimplified export (see the report's notes): same model", None
+        return subject.artifacts.get("onnx"), "the build kept the unsimplified export (see the report's notes): same model", None
     from interop.settings import from_report
 
     from_report(subject.report, subject.trust, "bench")  # exit 2 when the source runs code and --trust is missing

@@ -22,8 +22,34 @@ class OnnxTarget(Target):
     default = True
     stage = "exporting and verifying ONNX"
 
-    def uses_source_file(self, ctx: TargetContext) -> bool:
-        return ctx.source.format == "onnx" and ctx.prep.image is None and not ctx.prep.labels
+    display_name = "ONNX"
+    carries_folder_files = True  # Optimum and onnxruntime-genai load the output folder as it is
+
+    def write_card(self, path: Path, card: dict[str, str]) -> None:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p for p in model.metadata_props}
+        for key, value in card.items():
+            prop = props.get(key) or model.metadata_props.add()
+            prop.key, prop.value = key, value
+        onnx.save_model(model, str(path))
+
+    def ship_for_clients(self, path: Path) -> list[str]:
+        from interop.sources import hf_ship
+
+        if hf_ship.expose_logits(path):
+            return ["output 'logits' added (the input of the softmax making classLabelProbs), as Optimum reads it"]
+        return []
+    packages = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
+    variant_modules = ("interop.targets.onnx.variants",)
+    not_applicable = {f"palettize{b}": "palettization (k-means lookup tables) has no ONNX form: skipped"
+                      for b in (4, 6, 8)}
+
+    def reads_source(self, source: Any, prep: Any) -> bool:
+        """An ONNX source (the source kind named like this target) ships as it is, unless interop
+        adds to it (image preprocessing, classifier labels)."""
+        return source.format == self.name and prep.image is None and not prep.labels
 
     def build(self, ctx: TargetContext) -> TargetResult:
         from interop.compare import diffs
@@ -105,6 +131,44 @@ class OnnxTarget(Target):
         from interop.targets.onnx.bench import bench_onnx_target
 
         return bench_onnx_target(path, spec, sample, warmup, runs, threads, report, compare_unsimplified)
+
+    def doctor(self, versions: dict[str, str | None]) -> dict[str, bool]:
+        return {"onnxruntime": bool(versions.get("onnxruntime"))}
+
+    def bench_rows(self, timed: dict[str, Any], label: str) -> list[tuple[str, str, dict[str, Any], str]]:
+        if "unsimplified" not in timed:  # a compressed variant: the built model only
+            return [("onnxruntime", label, timed.get("built", {"skipped": "not timed"}), "")]
+        built, un = timed["built"], timed["unsimplified"]
+        return [("onnxruntime", f"built, {built['nodes']} nodes" if "nodes" in built else "built", built, ""),
+                ("onnxruntime", f"unsimplified, {un['nodes']} nodes" if "nodes" in un else "unsimplified", un,
+                 un.get("note", ""))]
+
+    def bench_notes(self, timed: dict[str, Any]) -> list[str]:
+        if "speedup_p50" not in timed:
+            return []
+        return [f"built ONNX model vs the unsimplified export: p50 speed-up {timed['speedup_p50']:.2f}x "
+                "(above 1: the built model is faster)"]
+
+    def locate_departure(self, base: Path, variant: Path, feed: dict[str, Any], gate: Any) -> str | None:
+        from interop.targets.onnx.measures import onnx_where
+
+        return onnx_where(base, variant, feed, gate)
+
+    def outputs_by_name(self, path: Path, feed: dict[str, Any]) -> dict[str, Any]:
+        from interop.runtimes.onnxruntime import run_onnx, session
+
+        sess = session(str(path))
+        return dict(zip([o.name for o in sess.get_outputs()], run_onnx(sess, feed)))
+
+    def weights(self, path: Path) -> dict[str, tuple[str, int]]:
+        from interop.targets.onnx.measures import onnx_weights
+
+        return onnx_weights(path)
+
+    def coverage(self, base: Path, variant: Path) -> dict[str, Any] | None:
+        from interop.targets.onnx.measures import onnx_coverage
+
+        return onnx_coverage(base, variant)
 
     def op_support(self, kind: str, opset: int | None) -> str:
         from interop.targets.onnx.support import onnx_support

@@ -118,14 +118,21 @@ def weights_apart(threshold: int = THRESHOLD) -> Iterator[Held]:
     typed graph inputs, exactly as with ``export_params=False`` -- and handed back in the yielded
     ``Held`` for ``attach`` to store, one copy, never serialized. Without the hook (another torch)
     or on a big-endian machine the export runs unchanged and ``Held`` stays empty."""
+    held = Held()
+    with patches.applying("torch-onnx-export-params", held, threshold):  # the inventory applies it
+        yield held
+
+
+def export_params_apart(held: Held, threshold: int) -> patches.Undo:
+    """The ``torch-onnx-export-params`` patch: ``torch._C.Graph._export_onnx`` wrapped to leave
+    parameters over ``threshold`` bytes out and hand them to ``held`` (its undo returned; a no-op
+    without the hook or on a big-endian machine)."""
     import torch
 
     graph_type = torch._C.Graph
     original = getattr(graph_type, "_export_onnx", None)
-    held = Held()
     if original is None or sys.byteorder != "little":
-        yield held
-        return
+        return lambda: None
 
     def export_onnx(graph: Any, params: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         keep_as_inputs = args[5] if len(args) > 5 else kwargs.get("keep_initializers_as_inputs", False)
@@ -136,8 +143,7 @@ def weights_apart(threshold: int = THRESHOLD) -> Iterator[Held]:
         held.order = [v.debugName() for v in graph.inputs() if v.debugName() in params]
         return original(graph, {k: v for k, v in params.items() if k not in apart}, *args, **kwargs)
 
-    with patches.swapped(graph_type, "_export_onnx", export_onnx):  # declared in interop.patches
-        yield held
+    return patches.swap(graph_type, "_export_onnx", export_onnx)
 
 
 def _separable(tensor: Any, threshold: int) -> bool:

@@ -1,7 +1,7 @@
 """ONNX variants, each one call into onnxruntime's own tools (no quantizer of interop's own):
 
 * ``int8``: weight-only 8-bit ``MatMulNBits`` (``MatMulNBitsQuantizer``, block 32) for MatMul and
-  Gemm (rewritten to MatMul + Add first: :mod:`interop.variants.onnx_gemm`), then
+  Gemm (rewritten to MatMul + Add first: :mod:`interop.targets.onnx.gemm`), then
   ``quantize_dynamic`` (int8 per channel) for Conv / LSTM / Gather. Dynamic quantization of the
   MatMuls too (activations quantized on the fly) measured 33 dB on the zoo's BERT: below the gate;
 * ``int4``: ``MatMulNBitsQuantizer`` — block-wise 4-bit ``MatMulNBits`` for MatMul and Gemm, 4-bit
@@ -69,10 +69,10 @@ def _fraction_quantized(base: Path, out: Path) -> float | None:
 
 
 def _prepared(base: Path) -> tuple[Any, dict[str, Any]]:
-    """The base model with its Gemm layers rewritten to MatMul + Add (:mod:`interop.variants.onnx_gemm`)."""
+    """The base model with its Gemm layers rewritten to MatMul + Add (:mod:`interop.targets.onnx.gemm`)."""
     import onnx
 
-    from interop.variants.onnx_gemm import gemm_to_matmul
+    from interop.targets.onnx.gemm import gemm_to_matmul
 
     model = onnx.load(str(base))
     rewritten, refused = gemm_to_matmul(model)
@@ -98,7 +98,7 @@ def _nbits(model: Any, bits: int, block: int, exclude: list[str] | None = None,
 def _scope(model: Any, vctx: VariantContext, op_types: tuple[str, ...]) -> list[str] | None:
     """Names of the ``op_types`` nodes to quantize: None for all of them, or only those reading
     ``vctx.only`` (a recipe's probe); [] when a probe leaves none of that kind."""
-    from interop.variants.onnx_gemm import nodes_reading
+    from interop.targets.onnx.gemm import nodes_reading
 
     return nodes_reading(model, set(vctx.only), op_types) if vctx.only else None
 
@@ -122,7 +122,7 @@ def int8(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     """Weight-only where ONNX Runtime has the form (8-bit ``MatMulNBits``: activations stay fp32);
     Conv and LSTM weights through dynamic quantization (``ConvInteger``, ``DynamicQuantizeLSTM``),
     embedding tables (Gather) as int8 + DequantizeLinear. Weights a recipe keeps stay fp32."""
-    from interop.variants.onnx_gemm import nodes_reading
+    from interop.targets.onnx.gemm import nodes_reading
 
     block = vctx.options.get("block", 32)
     model, info = _prepared(base)
@@ -182,7 +182,7 @@ def _weight_only_conv(path: Path, names: set[str]) -> list[str]:
 def int4(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     """4-bit ``MatMulNBits`` / ``GatherBlockQuantized`` in blocks of ``block`` (default 32) along the
     input axis; weights a recipe keeps are 8-bit ``MatMulNBits`` (MatMul) or int8 (Gather)."""
-    from interop.variants.onnx_gemm import nodes_reading
+    from interop.targets.onnx.gemm import nodes_reading
 
     block = vctx.options.get("block", 32)
     model, info = _prepared(base)

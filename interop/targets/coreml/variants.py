@@ -207,12 +207,12 @@ def int8_static(base: Path, out: Path, vctx: VariantContext) -> dict[str, Any]:
     import coremltools.optimize.coreml as cto
 
     from interop.support.quiet import captured
-    from interop import targets
+    from interop.targets.coreml.target import coreml_feed
 
     if not vctx.calibration:
         raise ExportError("int8-static needs calibration samples", hint="pass --calibration FILE.npz")
     model = _load(base)
-    feeds = [targets.get("coreml").feed(vctx.spec, s) for s in vctx.calibration]
+    feeds = [coreml_feed(vctx.spec, s) for s in vctx.calibration]
     config = cto.OptimizationConfig(global_config=cto.experimental.OpActivationLinearQuantizerConfig(
         mode="linear_symmetric"))
     with captured(), _calibrate_with_reference_runtime(base):
