@@ -208,7 +208,7 @@ def test_a_conv_weight_an_onnx_int8_recipe_keeps_is_int8_weight_only_not_fp32(tm
 
     from interop.runtimes.onnxruntime import run_onnx, session
     from interop.variants import VariantContext
-    from interop.variants.coverage import onnx_coverage
+    from interop.targets.onnx.measures import onnx_coverage
     from interop.targets.onnx.variants import int8
 
     rng = np.random.default_rng(0)

@@ -141,12 +141,10 @@ class OutputFolder:
         self._swap(work, names, [r for r in removals if r not in names])
 
     def _stage_artifacts(self, report: Any, ship: list[str], staged: Path, keep_failed: bool) -> list[str]:
-        from interop import targets
-
         names = []
         for target, path in list(report.artifacts.items()):
             report.data["targets"][target]["shipped"] = target in ship
-            suffix = targets.get(target).suffix  # the target's whole suffix (.mlp.npz, not .npz)
+            suffix = _whole_suffix(path)
             if target in ship:
                 final = self.final(suffix)
             elif keep_failed:
@@ -159,7 +157,7 @@ class OutputFolder:
             names.append(final.name)
             for companion in report.companions.get(target, []):  # ONNX external data
                 if companion.exists():  # named as the model's external-data location says
-                    renamed = companion.name == path.name + ".data" and self.work_stem == self.stem
+                    renamed = companion.name.endswith(".onnx.data") and self.work_stem == self.stem
                     name = final.name + ".data" if renamed else companion.name
                     os.replace(companion, staged / name)
                     names.append(name)
@@ -370,3 +368,10 @@ def _shown(value: Any) -> str:
     from interop.trust import shown
 
     return shown(value)
+
+
+def _whole_suffix(path: Path) -> str:
+    """An artifact's suffix after its work name's stem: ``.mlp.npz``, not ``.npz`` (a target's
+    suffix may have two parts); ``.onnx`` / ``.mlpackage`` for the built-in ones."""
+    parts = path.name.split(".")
+    return "." + ".".join(parts[-2:]) if len(parts) > 2 and len(parts[-2]) <= 4 and parts[-2].isalpha() and parts[-2].islower() and parts[-2] not in ("simplified",) else path.suffix
