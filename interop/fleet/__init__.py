@@ -19,8 +19,6 @@ def build_many(manifest: str | Path, out: str | Path = "interop-fleet", jobs: in
     from interop.fleet import manifest as fleet_manifest
     from interop.fleet import runner
     from interop.fleet import summary as fleet_summary
-    from interop.fleet.files import write
-
     from interop.support import safe_io
 
     entries = fleet_manifest.load(manifest)
@@ -50,6 +48,7 @@ LOCK = ".interop-build-many.lock"
 
 def _summarise(records: list, not_run: list, shard: Any, base: Any, factor: float, out: Path) -> dict[str, Any]:
     from interop.fleet import summary as fleet_summary
+    from interop.fleet.files import write
 
     result = fleet_summary.summarise(records, shard, not_run, interrupted=bool(not_run))
     if base is not None:
