@@ -422,7 +422,9 @@ def check_artifact(path: Path) -> None:
         check_onnx(path)
     elif name.endswith((".mlpackage", ".mlpackage/")):
         check_package(path)
-    elif not path.is_dir():
+    elif path.is_dir() and not path.is_symlink():  # a folder artifact (.aimodel): nothing in it leads out
+        contained_tree(path, "artifact")
+    else:
         regular_file(path, "artifact")  # any other kind: never a FIFO or a device
 
 

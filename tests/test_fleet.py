@@ -209,14 +209,15 @@ def test_resume_hash_follows_source_bytes_settings_and_artifacts(tmp_path):
     folder = tmp_path / "out" / "a"
     folder.mkdir(parents=True)
     (folder / "a.onnx").write_bytes(b"x")
-    (folder / "a.report.json").write_text(json.dumps({"model": {"source": "a.pt"}}))
-    record = {"name": "a", "status": "passed", "hash": changed, "artifacts": ["a.onnx"],
-              "artifact_sha256": {"a.onnx": resume.artifact_sha256(folder / "a.onnx")}, "report": "a.report.json"}
+    (folder / "a.report.json").write_text(json.dumps({"model": {"source": entry.settings["model"]}, "settings": {}}))
+    record = {"name": "a", "status": "passed", "hash": changed, "artifacts": ["a.onnx"], "report": "a.report.json",
+              "artifact_sha256": {"a.onnx": resume.artifact_sha256(folder / "a.onnx")}}
     (folder / "fleet.json").write_text(json.dumps(record))
-    assert resume.previous(folder, changed) == record
+    assert resume.previous(folder, changed, entry) == record
+    (folder / "a.onnx").write_bytes(b"y")  # an artifact swapped since the record: rebuilt
+    assert resume.previous(folder, changed, entry) is None
+    (folder / "a.onnx").write_bytes(b"x")
     assert resume.previous(folder, first) is None
-    (folder / "a.onnx").write_bytes(b"y")  # an artifact whose bytes changed since the record: rebuilt
-    assert resume.previous(folder, changed) is None
     (folder / "fleet.json").write_text(json.dumps({**record, "status": "failed"}))
     assert resume.previous(folder, changed) is None
     (folder / "fleet.json").write_text(json.dumps(record))
@@ -347,4 +348,4 @@ def test_merge_cli_refuses_a_model_in_two_summaries(tmp_path):
     merged = json.loads(missing.stdout)
     assert missing.exit_code == 1 and merged["missing_shards"] == [1] and not merged["passed"]
     nothing = CliRunner().invoke(app, ["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")])
-    assert nothing.exit_code == 2 and "does not exist" in nothing.output
+    assert nothing.exit_code == 2 and "summary" in nothing.output and "does not exist" in nothing.output

@@ -78,13 +78,15 @@ def render_summary(summary: dict[str, Any], out: str) -> None:
 
     from interop.fleet.summary import baseline_markdown
 
+    from interop.support.escape import terminal  # names and errors from records: no escape sequence, no new line
+
     console = Console(highlight=False)
     counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n) or "no models"
     verdict = "INTERRUPTED" if summary["interrupted"] else "PASSED" if summary["passed"] else "FAILED"
     for g in summary["failures"]:
-        console.print(f"✗ {g['signature']}: {', '.join(g['models'])}", markup=False)
-    for line in baseline_markdown(summary.get("baseline"))[3:]:
+        console.print(f"✗ {terminal(g['signature'])}: {', '.join(terminal(n) for n in g['models'])}", markup=False)
+    for line in baseline_markdown(summary.get("baseline"), esc=terminal)[3:]:
         console.print(line, markup=False)
     if summary["not_run"]:
-        console.print(f"not run: {', '.join(summary['not_run'])}", markup=False)
-    console.print(f"{verdict}: {counts} — {out}/summary.md, summary.html", markup=False)
+        console.print(f"not run: {', '.join(terminal(n) for n in summary['not_run'])}", markup=False)
+    console.print(f"{verdict}: {counts} — {terminal(out)}/summary.md, summary.html", markup=False)

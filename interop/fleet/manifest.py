@@ -149,6 +149,10 @@ def _model_folder_rules(table: dict[str, Any], toml: Path) -> None:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
         raise SpecError(f"{toml} beside the model sets {', '.join(refused)}: a file that comes with a model may not "
                         "loosen verdicts, redirect output or run code", hint=f"pass {flags} in a manifest file instead")
+    model = table.get("model")
+    if isinstance(model, str) and is_factory(model) and not (toml.parent / model).exists():
+        raise SpecError(f"{toml} beside the model names model = {model!r}, code to import and run: a file that comes "
+                        "with a model may not run code", hint="name a model file, or list MODULE:FN in a manifest file")
 
 
 def refuse_code_without_trust(entries: list[ModelEntry], trust: bool) -> None:

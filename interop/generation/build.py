@@ -208,6 +208,24 @@ def _f(v: Any) -> str:
     return "—" if v is None else f"{v:.2e}"
 
 
+def report_prompt(old: dict[str, Any], model: Any, config: Any) -> np.ndarray:
+    """The prompt a report recorded, as data: a list of token ids inside the model's vocabulary
+    (an id outside it would index past the embedding table), no longer than the context allows."""
+    tokens = (old.get("generation_prompt") or {}).get("tokens") if isinstance(old.get("generation_prompt"), dict) else None
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    limit = config.max_context - config.decode_steps - 1
+    hint = "pass the report interop build wrote for this model"
+    if not isinstance(tokens, list) or not tokens or not all(type(t) is int for t in tokens):
+        raise SpecError("the report's generation_prompt.tokens is not a list of token ids", hint=hint)
+    bad = [t for t in tokens if not 0 <= t < vocab]
+    if bad:
+        raise SpecError(f"the report's prompt holds token id {bad[0]}, outside the model's vocabulary of {vocab}", hint=hint)
+    if len(tokens) > limit:
+        raise SpecError(f"the report's prompt has {len(tokens)} tokens; --max-context {config.max_context} with "
+                        f"{config.decode_steps} decode steps leaves room for {limit}", hint=hint)
+    return np.asarray([tokens], np.int64)
+
+
 def verify_generation(old: dict[str, Any], config: Any) -> Report:
     """``interop verify`` of a generation report: regenerate with the report's prompt in PyTorch and
     in every runtime here, for each artifact the report shipped. ``config`` is the report's settings
@@ -223,7 +241,7 @@ def verify_generation(old: dict[str, Any], config: Any) -> Report:
     report.data["targets"] = copy.deepcopy(old["targets"])
     if source.sha256 != old["model"].get("sha256"):
         report.data["warnings"].append("the source model changed since the build (sha256 differs)")
-    prompt = np.asarray([old["generation_prompt"]["tokens"]], np.int64)
+    prompt = report_prompt(old, source.module, config)
     report.data["generation_prompt"] = old["generation_prompt"]
     ref = torch_reference(source.module, prompt, np.ones_like(prompt), config.decode_steps)
     for name, entry in report.data["targets"].items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -69,11 +70,10 @@ def declared(text: str) -> tuple[str, list[int | None] | None]:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The asset's metadata.json (plain JSON: read as data, nothing runs)."""
-    try:
-        data = json.loads((Path(path) / "metadata.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise LoadError(f"{path} has no readable metadata.json ({type(exc).__name__})",
-                        hint="pass a .aimodel folder built by interop") from exc
+    from interop.support import safe_io
+
+    data = safe_io.read_json(Path(path) / "metadata.json", "the .aimodel's metadata.json", root=path,
+                             max_bytes=16 << 20, hint="pass a .aimodel folder built by interop")
     return data if isinstance(data, dict) else {}
 
 
@@ -82,12 +82,20 @@ def check_integrity(path: Path) -> None:
     runtime itself does not compare them)."""
     from coreai.runtime import _AIModelAsset
 
+    from interop.trust import contained_tree
+
+    contained_tree(Path(path), ".aimodel")  # before the runtime opens anything: no link out, no FIFO
     asset = _AIModelAsset(str(path))
     program, digest = Path(asset._program_bytecode_path), Path(asset._program_hash_path)  # noqa: SLF001 (beta SPI)
+    from interop.support import safe_io
+
     for part in (program, digest):  # coreai-core's save_asset writes both
-        if not part.exists():
+        if not os.path.lexists(part):
             raise LoadError(f"{path} has no {part.name}", hint="rebuild the .aimodel")
-    if hashlib.sha256(program.read_bytes()).digest() != digest.read_bytes():
+    # read as data inside the asset: a member that is a FIFO or links outside is refused, never read
+    code = safe_io.read_bytes(program, "the .aimodel's program", root=path, max_bytes=4 << 30, hint="rebuild the .aimodel")
+    if hashlib.sha256(code).digest() != safe_io.read_bytes(digest, "the .aimodel's program hash", root=path,
+                                                           max_bytes=1 << 10, hint="rebuild the .aimodel"):
         raise LoadError(f"{program.name} does not match {digest.name}: the program was altered after it was saved",
                         hint="rebuild the .aimodel")
 

@@ -41,7 +41,37 @@ def load_onnx(path: Path) -> Any:
     except Exception as exc:
         raise LoadError(f"{path} is not a valid ONNX model ({first_line(exc)})",
                         hint="re-export it, or build from the PyTorch model") from exc
+    check_ops_known(model, path)
     return model
+
+
+RUNTIME_DOMAINS = ("com.microsoft",)  # ONNX Runtime's contrib ops: defined by the reference runtime
+
+
+def check_ops_known(model: Any, path: Path) -> None:
+    """Every opset the model imports exists (the default domain at most the opset this onnx
+    defines) and every op is defined by ONNX, by ONNX Runtime or by a function the model carries:
+    a custom-domain op or opset 99 is one line here, not an ONNX Runtime load failure later."""
+    from onnx import defs
+
+    from interop.trust import shown
+
+    hint = "export with a standard opset (e.g. 17) and standard ops, or build from the PyTorch model"
+    newest = defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and not 1 <= imp.version <= newest:
+            raise LoadError(f"{shown(path)} imports ONNX opset {imp.version}; this onnx defines 1..{newest}", hint=hint)
+    local = {(f.domain, f.name) for f in model.functions}
+    stack = list(model.graph.node)
+    while stack:
+        node = stack.pop()
+        stack += [n for a in node.attribute for g in [*([a.g] if a.HasField("g") else []), *a.graphs] for n in g.node]
+        domain = node.domain or ""
+        if (domain, node.op_type) in local or domain in RUNTIME_DOMAINS:
+            continue
+        if domain not in ("", "ai.onnx", "ai.onnx.ml") or not defs.has(node.op_type, domain):
+            raise LoadError(f"{shown(path)} uses op {shown(domain or 'ai.onnx')}:{shown(node.op_type)}, which neither ONNX "
+                            "nor ONNX Runtime defines (a custom op needs its own library)", hint=hint)
 
 
 def spec_from_graph(model: Any, config: BuildConfig) -> InputSpec:
