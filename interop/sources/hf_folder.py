@@ -83,7 +83,9 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
                         hint="a config is a few kilobytes; this is not one")
     with open(path, "rb") as fh:
         text = fh.read(MAX_JSON_BYTES + 1).decode("utf-8", "replace")
-    if _depth(text) > MAX_JSON_DEPTH:
+    from interop.support.safe_io import json_depth  # before parsing: json recurses per level
+
+    if json_depth(text) > MAX_JSON_DEPTH:
         raise LoadError(f"{what} {boundary.shown(path)} is nested more than {MAX_JSON_DEPTH} levels deep",
                         hint="a config is a flat object; this is not one")
     try:
@@ -94,28 +96,6 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LoadError(f"{what} {boundary.shown(path)} is not a JSON object", hint="re-save it with save_pretrained")
     return data
-
-
-def _depth(text: str) -> int:
-    """The deepest nesting of brackets outside strings (before parsing: json recurses per level)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
 
 
 def weight_files(folder: Path) -> list[Path]:

@@ -219,14 +219,20 @@ def real_folder(path: Path | str, root: Path | str | None = None) -> Path:
     return path
 
 
+def _exclusive_temp(path: Path, root: Path | str | None, mode: int) -> tuple[Path, int]:
+    """A fresh temp file beside ``path`` (O_EXCL|O_NOFOLLOW: never an existing file or a symlink),
+    after checking no symlink lies between ``root`` and ``path``."""
+    if root is not None:
+        no_symlink_on_the_way(path, root)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+
+
 def open_new(path: Path | str, root: Path | str | None = None, mode: int = 0o644) -> int:
     """A new file at ``path`` open for writing: created exclusively beside it, never following a
     symlink, then renamed into place (whatever was there, a symlink too, is replaced, not followed)."""
     path = Path(path)
-    if root is not None:
-        no_symlink_on_the_way(path, root)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    tmp, fd = _exclusive_temp(path, root, mode)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -240,10 +246,7 @@ def open_new(path: Path | str, root: Path | str | None = None, mode: int = 0o644
 def write_bytes(path: Path | str, data: bytes, root: Path | str | None = None, mode: int = 0o644) -> None:
     """``data`` at ``path``, atomically (temp created with O_EXCL|O_NOFOLLOW, fsynced, renamed)."""
     path = Path(path)
-    if root is not None:
-        no_symlink_on_the_way(path, root)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    tmp, fd = _exclusive_temp(path, root, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
