@@ -18,6 +18,7 @@ class Report:
     def __init__(self, data: dict[str, Any]):
         self.data = data
         self.artifacts: dict[str, Path] = {}
+        self.suffixes: dict[str, str] = {}  # target -> its whole artifact suffix (.mlp.npz), for the commit
         self.companions: dict[str, list[Path]] = {}
         self.variant_artifacts: dict[str, Path] = {}  # "<target>:<variant>" -> compressed artifact (--compress)
 
@@ -58,8 +59,11 @@ class Report:
 
     def target_built(self, target: str, result: Any, seconds: float) -> None:
         """A target's artifact exists in the work folder; its verdict comes from its agreement rows."""
+        from interop import targets
+
         self.artifacts[target] = result.path
-        self.companions[target] = list(result.companions)
+        self.suffixes[target] = targets.get(target).suffix  # looked up here, not mid-commit (a plugin import there
+        self.companions[target] = list(result.companions)  # would replace the commit's SIGINT deferral)
         self.data["targets"][target] = {"status": "ok", "path": None, **result.entry, "seconds": round(seconds, 3),
                                         "error": None, "executed_by": []}
         self.add_agreement(result.diffs)

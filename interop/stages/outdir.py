@@ -144,7 +144,7 @@ class OutputFolder:
         names = []
         for target, path in list(report.artifacts.items()):
             report.data["targets"][target]["shipped"] = target in ship
-            suffix = _whole_suffix(path)
+            suffix = report.suffixes.get(target, path.suffix)  # the target's whole suffix (.mlp.npz, not .npz)
             if target in ship:
                 final = self.final(suffix)
             elif keep_failed:
@@ -369,9 +369,3 @@ def _shown(value: Any) -> str:
 
     return shown(value)
 
-
-def _whole_suffix(path: Path) -> str:
-    """An artifact's suffix after its work name's stem: ``.mlp.npz``, not ``.npz`` (a target's
-    suffix may have two parts); ``.onnx`` / ``.mlpackage`` for the built-in ones."""
-    parts = path.name.split(".")
-    return "." + ".".join(parts[-2:]) if len(parts) > 2 and len(parts[-2]) <= 4 and parts[-2].isalpha() and parts[-2].islower() and parts[-2] not in ("simplified",) else path.suffix

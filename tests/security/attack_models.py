@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ESCAPE = "import os, time\nos.setsid()\ntime.sleep(86400)\n"
+ESCAPE = "import os, signal\nos.setsid()\nsignal.pause()\n"  # waits for a signal, not on the clock
 
 
 def setsid_grandchild() -> nn.Module:

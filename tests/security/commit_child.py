@@ -49,6 +49,7 @@ class Report:
     def __init__(self, new_set: Path, work: Path, shipped: list[str]):
         self.data = json.loads((new_set / "lstm_sum.report.json").read_text())
         self.shipped, self.artifacts, self.companions, self.passed = shipped, {}, {}, True
+        self.suffixes: dict[str, str] = {}  # as the built-in targets' own: the artifact's suffix
         for target, suffix in (("onnx", ".onnx"), ("coreml", ".mlpackage")):
             src, dst = new_set / f"lstm_sum{suffix}", work / f"built{suffix}"
             shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
